@@ -1,0 +1,135 @@
+"""The backend protocol (Dockrion's, method for method) and the richer one our backends add.
+
+``EventBackend`` matches ``dockrion_events.backends.base.EventBackend`` so either side's EventBus
+can drive either side's backend. ``RunLogBackend`` is what our own backends offer on top: one
+atomic step that assigns sequences, stores and delivers (one round trip on Redis), and a
+``follow`` that replays and continues live with no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..events import new_event_id, utc_now
+
+EventDict = dict[str, Any]
+
+
+def channel_for(run_id: str) -> str:
+    """Dockrion's channel name for a run; the Redis backend prefixes ``events:``."""
+    return f"run:{run_id}"
+
+
+def run_id_of(channel: str) -> str:
+    return channel[4:] if channel.startswith("run:") else channel
+
+
+@runtime_checkable
+class EventBackend(Protocol):
+    """Dockrion's protocol: same names, same signatures."""
+
+    async def publish(self, channel: str, event: dict[str, Any]) -> None: ...
+
+    def subscribe(self, channel: str) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def store_event(self, run_id: str, event: dict[str, Any]) -> None: ...
+
+    async def get_events(self, run_id: str, from_sequence: int = 0) -> list[dict[str, Any]]: ...
+
+    async def close(self) -> None: ...
+
+    async def clear_run(self, run_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a backend knows about one stored run, for ``%runs`` and ``list_runs``."""
+
+    run_id: str
+    event_count: int
+    first_sequence: int | None
+    last_sequence: int | None
+    last_type: str | None
+    first_timestamp: str | None = None
+    last_timestamp: str | None = None
+    ttl_seconds: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """``complete``/``error``/``cancelled`` from the last event, else ``running``."""
+        if self.last_type in {"complete", "error", "cancelled"}:
+            return self.last_type
+        return "running" if self.event_count else "empty"
+
+
+@runtime_checkable
+class RunLogBackend(EventBackend, Protocol):
+    """Our backends: atomic append and gapless follow, on top of Dockrion's protocol."""
+
+    name: str
+
+    async def append(self, run_id: str, events: Sequence[EventDict]) -> list[EventDict]:
+        """Assign a sequence to each event whose ``sequence`` is missing or 0 (unique across
+        every writer of the run), store and deliver them, in one step. Returns the events as
+        stored."""
+        ...
+
+    def follow(
+        self, run_id: str, from_sequence: int = 1, *, live: bool = True
+    ) -> AsyncGenerator[EventDict, None]:
+        """Every stored event with ``sequence >= from_sequence`` then live ones, in order, each
+        once. Where events are gone (trimmed, expired, overflow past the store) a ``gap``
+        event says so."""
+        ...
+
+    async def list_runs(self, pattern: str | None = None) -> list[RunSummary]: ...
+
+    async def ping(self) -> None:
+        """Raise ``BackendConnectionError`` when the backend cannot be reached."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Settings fit to show a user (secrets masked)."""
+        ...
+
+
+class BackendError(Exception):
+    """Base of backend errors; ``backend`` names which one (``memory``, ``redis``)."""
+
+    def __init__(self, message: str, backend: str = "unknown") -> None:
+        self.message = message
+        self.backend = backend
+        super().__init__(message)
+
+
+class BackendConnectionError(BackendError):
+    """The backend cannot be reached or refused us (wrong password, not Redis, ...)."""
+
+
+class BackendPublishError(BackendError):
+    """An event could not be stored or delivered; it was not silently dropped."""
+
+
+class BackendSubscribeError(BackendError):
+    """A subscription could not be set up or was lost for good."""
+
+
+class BackendClosedError(BackendError):
+    """The backend was closed; build a new one."""
+
+
+def gap_event(run_id: str, from_sequence: int, to_sequence: int | None, reason: str) -> EventDict:
+    """The marker a subscriber receives where events it asked for no longer exist."""
+    return {
+        "id": new_event_id(),
+        "type": "gap",
+        "run_id": run_id,
+        "sequence": 0,
+        "timestamp": utc_now().isoformat(),
+        "from_sequence": from_sequence,
+        "to_sequence": to_sequence,
+        "reason": reason,
+    }

@@ -1,0 +1,76 @@
+"""Joining replay and live delivery with no gap and no duplicate.
+
+Used by the bus for backends that only speak Dockrion's protocol and by the Redis backend. The
+live source must already be subscribed when this starts; events it delivers while the replay is
+read are deduplicated by sequence, and a jump in sequence is filled from the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from .base import EventDict, gap_event
+
+Fetch = Callable[[int], Awaitable[list[EventDict]]]
+
+
+def sequence_of(event: EventDict) -> int:
+    seq = event.get("sequence")
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+
+
+class Joiner:
+    """State of one subscriber: the next sequence it expects."""
+
+    def __init__(self, run_id: str, from_sequence: int, fetch: Fetch) -> None:
+        self.run_id = run_id
+        self.next_sequence = max(1, from_sequence)
+        self._fetch = fetch
+
+    async def fill(self, before: int | None = None) -> AsyncIterator[EventDict]:
+        """Stored events from ``next_sequence`` (up to ``before``), with a gap event where the
+        store no longer has what was asked for."""
+        for event in await self._fetch(self.next_sequence):
+            seq = sequence_of(event)
+            if seq < self.next_sequence:
+                continue
+            if before is not None and seq >= before:
+                break
+            if seq > self.next_sequence:
+                yield gap_event(self.run_id, self.next_sequence, seq - 1, "no longer stored")
+            yield event
+            self.next_sequence = seq + 1
+
+    async def accept(self, event: EventDict) -> AsyncIterator[EventDict]:
+        """A live event: drop it if already seen, fill the gap before it if there is one."""
+        if event.get("type") == "gap":
+            async for stored in self.fill():
+                yield stored
+            return
+        seq = sequence_of(event)
+        if seq == 0:  # written without a sequence by someone else: pass it on
+            yield event
+            return
+        if seq < self.next_sequence:
+            return
+        if seq > self.next_sequence:
+            async for stored in self.fill(before=seq):
+                yield stored
+            if seq > self.next_sequence:
+                yield gap_event(self.run_id, self.next_sequence, seq - 1, "no longer stored")
+        yield event
+        self.next_sequence = seq + 1
+
+
+async def join_replay_and_live(
+    run_id: str, from_sequence: int, fetch: Fetch, live: AsyncIterator[EventDict] | None
+) -> AsyncIterator[EventDict]:
+    """Replay from the store, then ``live`` (already subscribed), each sequence once."""
+    joiner = Joiner(run_id, from_sequence, fetch)
+    async for event in joiner.fill():
+        yield event
+    if live is None:
+        return
+    async for event in live:
+        async for out in joiner.accept(event):
+            yield out

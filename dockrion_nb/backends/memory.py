@@ -1,0 +1,302 @@
+"""In-memory backend: the seed's design without the reference's losses.
+
+Events live in ``_events`` (a dict keyed by run id) trimmed to ``max_events_per_run``; each
+subscriber has its own ``asyncio.Queue``. Unlike the reference there is no polling loop and no
+silent drop: a subscriber whose queue fills stops receiving through it and, once it has drained
+the queue, catches up from the store; if the store has trimmed what it missed, it receives a
+``gap`` event that says so. Publishers yield to the loop when a subscriber falls behind, so a
+same-loop consumer keeps up instead of overflowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import fnmatch
+import logging
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any
+
+from .base import (
+    BackendClosedError,
+    EventDict,
+    RunSummary,
+    gap_event,
+    run_id_of,
+)
+
+log = logging.getLogger("dockrion_nb.memory")
+
+DEFAULT_QUEUE_SIZE = 4096
+_CLOSED = object()
+
+
+class RunLog:
+    """One run's events in arrival order, trimmed from the front in amortised O(1)."""
+
+    __slots__ = ("_head", "_items", "_seqs", "last_sequence", "monotonic")
+
+    def __init__(self) -> None:
+        self._items: list[EventDict] = []
+        self._seqs: list[int] = []
+        self._head = 0
+        self.last_sequence = 0
+        self.monotonic = True
+
+    def __len__(self) -> int:
+        return len(self._items) - self._head
+
+    def append(self, event: EventDict, limit: int) -> None:
+        seq = event.get("sequence") or 0
+        if not isinstance(seq, int):
+            seq = 0
+        if self._seqs and seq <= self._seqs[-1]:
+            self.monotonic = False
+        self._items.append(event)
+        self._seqs.append(seq)
+        self.last_sequence = max(self.last_sequence, seq)
+        excess = len(self._items) - self._head - limit
+        if excess > 0:
+            self._head += excess
+            if self._head >= max(64, limit):
+                del self._items[: self._head]
+                del self._seqs[: self._head]
+                self._head = 0
+
+    def live(self) -> list[EventDict]:
+        return self._items[self._head :]
+
+    def first(self) -> EventDict | None:
+        return self._items[self._head] if len(self) else None
+
+    def last(self) -> EventDict | None:
+        return self._items[-1] if len(self) else None
+
+    def from_sequence(self, from_sequence: int) -> list[EventDict]:
+        """Events with ``sequence >= from_sequence`` ordered by sequence; O(k) when in order."""
+        if self.monotonic:
+            start = bisect.bisect_left(self._seqs, from_sequence, lo=self._head)
+            return self._items[start:]
+        picked = [e for e in self.live() if (e.get("sequence") or 0) >= from_sequence]
+        picked.sort(key=lambda e: e.get("sequence") or 0)
+        return picked
+
+
+class _Subscription:
+    """One subscriber: a bounded queue while it keeps up, the store when it falls behind."""
+
+    def __init__(self, backend: InMemoryBackend, run_id: str, after: int, maxsize: int) -> None:
+        self.backend = backend
+        self.run_id = run_id
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self.pending: deque[EventDict] = deque()
+        self.last_sequence = after  # highest sequence handed out (or queued)
+        self.behind = False
+        self.closed = False
+
+    def offer(self, event: EventDict) -> None:
+        if self.behind or self.closed:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.behind = True
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(_CLOSED)
+
+    def _catch_up(self) -> None:
+        """Runs with no await: the store read and re-attach to the queue are atomic."""
+        log_ = self.backend._events.get(self.run_id)
+        missed = log_.from_sequence(self.last_sequence + 1) if log_ is not None else []
+        first = missed[0].get("sequence", 0) if missed else None
+        if first is not None and first > self.last_sequence + 1:
+            self.pending.append(
+                gap_event(
+                    self.run_id,
+                    self.last_sequence + 1,
+                    first - 1,
+                    "trimmed by max_events_per_run before this subscriber read them",
+                )
+            )
+        self.pending.extend(missed)
+        self.behind = False
+
+    def _take(self, event: EventDict) -> EventDict:
+        seq = event.get("sequence") or 0
+        if isinstance(seq, int) and seq > self.last_sequence:
+            self.last_sequence = seq
+        return event
+
+    async def events(self) -> AsyncGenerator[EventDict, None]:
+        try:
+            while not self.closed:
+                if self.pending:
+                    yield self._take(self.pending.popleft())
+                    continue
+                if self.behind and self.queue.empty():
+                    self._catch_up()
+                    continue
+                item = await self.queue.get()
+                if item is _CLOSED or self.closed:
+                    return
+                yield self._take(item)
+        finally:
+            self.closed = True
+            self.backend._detach(self)
+
+
+class InMemoryBackend:
+    """Single-process backend; events are lost when the process ends."""
+
+    name = "memory"
+
+    def __init__(self, max_events_per_run: int = 1000, *, queue_size: int = DEFAULT_QUEUE_SIZE):
+        if max_events_per_run < 1:
+            raise ValueError(f"max_events_per_run must be >= 1, not {max_events_per_run}")
+        self._events: dict[str, RunLog] = {}
+        self._subscribers: dict[str, list[_Subscription]] = {}
+        self._max_events_per_run = max_events_per_run
+        self._queue_size = queue_size
+        self._closed = False
+        self.fallback_reason: str | None = None
+
+    @property
+    def max_events_per_run(self) -> int:
+        return self._max_events_per_run
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"backend": "memory", "max_events_per_run": self._max_events_per_run}
+        if self.fallback_reason:
+            out["fallback_reason"] = self.fallback_reason
+        return out
+
+    async def ping(self) -> None:
+        self._check_open()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendClosedError("the memory backend is closed", backend="memory")
+
+    # -- Dockrion's protocol -------------------------------------------------------------
+
+    async def publish(self, channel: str, event: dict[str, Any]) -> None:
+        """Deliver to live subscribers only (store with ``store_event``), as Dockrion does."""
+        self._check_open()
+        for sub in self._subscribers.get(run_id_of(channel), ()):
+            sub.offer(event)
+
+    async def store_event(self, run_id: str, event: dict[str, Any]) -> None:
+        self._check_open()
+        self._log(run_id).append(event, self._max_events_per_run)
+
+    def subscribe(self, channel: str) -> AsyncIterator[dict[str, Any]]:
+        """Live events on ``channel`` from now on (Dockrion's semantics)."""
+        self._check_open()
+        run_id = run_id_of(channel)
+        log_ = self._events.get(run_id)
+        return self._attach(run_id, log_.last_sequence if log_ else 0).events()
+
+    async def get_events(self, run_id: str, from_sequence: int = 0) -> list[dict[str, Any]]:
+        log_ = self._events.get(run_id)
+        return log_.from_sequence(from_sequence) if log_ is not None else []
+
+    async def clear_run(self, run_id: str) -> None:
+        self._events.pop(run_id, None)
+
+    async def close(self) -> None:
+        """End every subscriber at once; later calls raise ``BackendClosedError``."""
+        self._closed = True
+        for subs in list(self._subscribers.values()):
+            for sub in list(subs):
+                sub.close()
+        self._subscribers.clear()
+
+    # -- ours ------------------------------------------------------------------------------
+
+    async def append(self, run_id: str, events: Sequence[EventDict]) -> list[EventDict]:
+        self._check_open()
+        log_ = self._log(run_id)
+        subs = self._subscribers.get(run_id, ())
+        limit = self._max_events_per_run
+        for event in events:
+            if not event.get("sequence"):
+                event["sequence"] = log_.last_sequence + 1
+            log_.append(event, limit)
+            for sub in subs:
+                sub.offer(event)
+        if subs and any(sub.queue.qsize() >= 256 for sub in subs):
+            # Same-loop subscribers run now instead of after the whole burst.
+            await asyncio.sleep(0)
+        return list(events)
+
+    def follow(
+        self, run_id: str, from_sequence: int = 1, *, live: bool = True
+    ) -> AsyncGenerator[EventDict, None]:
+        self._check_open()
+        return self._follow(run_id, max(1, from_sequence), live)
+
+    async def _follow(
+        self, run_id: str, from_sequence: int, live: bool
+    ) -> AsyncGenerator[EventDict, None]:
+        log_ = self._events.get(run_id)
+        replay = log_.from_sequence(from_sequence) if log_ is not None else []
+        first = (replay[0].get("sequence") or 0) if replay else 0
+        if first > from_sequence:
+            yield gap_event(run_id, from_sequence, first - 1, "trimmed by max_events_per_run")
+        if not live:
+            for event in replay:
+                yield event
+            return
+        # Attach before yielding anything: no await separates the snapshot from the attach.
+        last = max((replay[-1].get("sequence") or 0) if replay else 0, from_sequence - 1)
+        sub = self._attach(run_id, last)
+        sub.pending.extend(replay)
+        async for event in sub.events():
+            yield event
+
+    async def list_runs(self, pattern: str | None = None) -> list[RunSummary]:
+        out = []
+        for run_id, log_ in self._events.items():
+            if pattern and not fnmatch.fnmatchcase(run_id, pattern):
+                continue
+            first, last = log_.first(), log_.last()
+            out.append(
+                RunSummary(
+                    run_id=run_id,
+                    event_count=len(log_),
+                    first_sequence=first.get("sequence") if first else None,
+                    last_sequence=log_.last_sequence or None,
+                    last_type=last.get("type") if last else None,
+                    first_timestamp=first.get("timestamp") if first else None,
+                    last_timestamp=last.get("timestamp") if last else None,
+                )
+            )
+        return out
+
+    def subscriber_count(self, run_id: str) -> int:
+        return len(self._subscribers.get(run_id, ()))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _log(self, run_id: str) -> RunLog:
+        log_ = self._events.get(run_id)
+        if log_ is None:
+            log_ = self._events[run_id] = RunLog()
+        return log_
+
+    def _attach(self, run_id: str, after: int) -> _Subscription:
+        sub = _Subscription(self, run_id, after, self._queue_size)
+        self._subscribers.setdefault(run_id, []).append(sub)
+        return sub
+
+    def _detach(self, sub: _Subscription) -> None:
+        subs = self._subscribers.get(sub.run_id)
+        if subs and sub in subs:
+            subs.remove(sub)
+            if not subs:
+                del self._subscribers[sub.run_id]

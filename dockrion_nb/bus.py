@@ -1,0 +1,217 @@
+"""Run semantics over any backend: sequences, publish = store + deliver, gapless subscribe.
+
+With one of our backends (``RunLogBackend``) publishing is one atomic step that assigns the
+sequence where every writer of the run agrees on it (in Redis, on the server), and subscribing
+is the backend's gapless ``follow``. With a backend that only speaks Dockrion's protocol (for
+example Dockrion's own ``InMemoryBackend``) the bus numbers events itself and joins the live
+subscription to the stored events with the same no-gap, no-duplicate rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from .backends.base import (
+    BackendError,
+    EventBackend,
+    EventDict,
+    RunLogBackend,
+    RunSummary,
+    channel_for,
+)
+from .backends.gapless import join_replay_and_live, sequence_of
+from .events import BaseEvent, parse_event, validate_run_id
+
+EventLike = BaseEvent | Mapping[str, Any]
+
+
+class EventRecord(dict[str, Any]):
+    """An event dict that carries its parsed model, so local subscribers share one parse."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, data: Mapping[str, Any], model: BaseEvent | None = None) -> None:
+        super().__init__(data)
+        self.model = model
+
+
+def to_model(data: EventDict) -> BaseEvent:
+    """Parse once per record; plain dicts (e.g. from Redis) are parsed each time."""
+    model: BaseEvent | None = getattr(data, "model", None)
+    if model is not None:
+        if model.sequence == data.get("sequence"):
+            return model
+        model = model.model_copy(update={"sequence": data.get("sequence")})
+    else:
+        model = parse_event(data)
+    if isinstance(data, EventRecord):
+        data.model = model
+    return model
+
+
+class EventBus:
+    """Publish, replay and follow the events of runs on one backend."""
+
+    def __init__(self, backend: EventBackend) -> None:
+        self._backend = backend
+        self._native = isinstance(backend, RunLogBackend)
+        self._counters: dict[str, int] = {}
+        self._counter_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def backend(self) -> EventBackend:
+        return self._backend
+
+    @property
+    def backend_name(self) -> str:
+        return str(getattr(self._backend, "name", type(self._backend).__name__))
+
+    async def __aenter__(self) -> EventBus:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    async def publish(self, run_id: str, event: EventLike) -> BaseEvent:
+        """Store and deliver one event; an event without a sequence gets the run's next one.
+
+        Returns the event as stored (with its sequence).
+        """
+        return (await self.publish_many(run_id, (event,)))[0]
+
+    async def publish_many(self, run_id: str, events: Iterable[EventLike]) -> list[BaseEvent]:
+        """Publish a batch in order; on our Redis backend this is one round trip."""
+        validate_run_id(run_id)
+        records = [self._record(run_id, e) for e in events]
+        if not records:
+            return []
+        if self._native:
+            backend: RunLogBackend = self._backend  # type: ignore[assignment]
+            stored = await backend.append(run_id, records)
+        else:
+            stored = await self._publish_foreign(run_id, records)
+        return [to_model(r) for r in stored]
+
+    def _record(self, run_id: str, event: EventLike) -> EventRecord:
+        model = event if isinstance(event, BaseEvent) else parse_event({"run_id": run_id, **event})
+        if model.run_id != run_id:
+            raise ValueError(f"event for run {model.run_id!r} published to run {run_id!r}")
+        return EventRecord(model.to_dict(), model)
+
+    async def _publish_foreign(self, run_id: str, records: list[EventRecord]) -> list[EventDict]:
+        channel = channel_for(run_id)
+        for record in records:
+            if not record.get("sequence"):
+                record["sequence"] = await self._next_sequence(run_id)
+            else:
+                self._counters[run_id] = max(self._counters.get(run_id, 0), record["sequence"])
+            await self._backend.publish(channel, record)
+            await self._backend.store_event(run_id, record)
+        return list(records)
+
+    async def _next_sequence(self, run_id: str) -> int:
+        if run_id not in self._counters:
+            lock = self._counter_locks.setdefault(run_id, asyncio.Lock())
+            async with lock:
+                if run_id not in self._counters:
+                    stored = await self._backend.get_events(run_id, 0)
+                    self._counters[run_id] = max((sequence_of(e) for e in stored), default=0)
+        self._counters[run_id] += 1
+        return self._counters[run_id]
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def get_events(self, run_id: str, from_sequence: int = 0) -> list[BaseEvent]:
+        """Stored events with ``sequence >= from_sequence``, in order."""
+        validate_run_id(run_id)
+        return [to_model(d) for d in await self._backend.get_events(run_id, from_sequence)]
+
+    async def subscribe(
+        self, run_id: str, from_sequence: int = 1, *, live: bool = True
+    ) -> AsyncIterator[BaseEvent]:
+        """Every event with ``sequence >= from_sequence`` exactly once and in order: the stored
+        ones first, then live ones as they are published. Where requested events no longer
+        exist a ``GapEvent`` says so. With ``live=False`` it ends after the replay."""
+        validate_run_id(run_id)
+        last = 0
+        async with contextlib.aclosing(self._raw(run_id, from_sequence, live)) as source:
+            async for data in source:
+                seq = sequence_of(data)
+                if seq:
+                    if seq <= last:
+                        continue
+                    last = seq
+                yield to_model(data)
+
+    def _raw(self, run_id: str, from_sequence: int, live: bool) -> AsyncGenerator[EventDict, None]:
+        if self._native:
+            backend: RunLogBackend = self._backend  # type: ignore[assignment]
+            return backend.follow(run_id, from_sequence, live=live)
+        return self._follow_foreign(run_id, from_sequence, live)
+
+    async def _follow_foreign(
+        self, run_id: str, from_sequence: int, live: bool
+    ) -> AsyncGenerator[EventDict, None]:
+        async def fetch(k: int) -> list[EventDict]:
+            return await self._backend.get_events(run_id, k)
+
+        if not live:
+            async for e in join_replay_and_live(run_id, from_sequence, fetch, None):
+                yield e
+            return
+        buffer: asyncio.Queue[EventDict | None] = asyncio.Queue()
+        source = self._backend.subscribe(channel_for(run_id))
+
+        async def pump() -> None:
+            try:
+                async for e in source:
+                    buffer.put_nowait(e)
+            finally:
+                buffer.put_nowait(None)
+
+        task = asyncio.create_task(pump())
+        # Let the subscription register before the replay is read; a late registration is
+        # still safe, because a jump in sequence is filled from the store.
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+        async def drain() -> AsyncGenerator[EventDict, None]:
+            while (e := await buffer.get()) is not None:
+                yield e
+
+        try:
+            async for e in join_replay_and_live(run_id, from_sequence, fetch, drain()):
+                yield e
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def list_runs(self, pattern: str | None = None) -> list[RunSummary]:
+        """Runs the backend holds (``pattern`` is a glob on the run id)."""
+        if not self._native:
+            raise BackendError(
+                f"{type(self._backend).__name__} cannot list runs; use a dockrion_nb backend",
+                backend=self.backend_name,
+            )
+        backend: RunLogBackend = self._backend  # type: ignore[assignment]
+        return await backend.list_runs(pattern)
+
+    async def clear_run(self, run_id: str) -> None:
+        validate_run_id(run_id)
+        self._counters.pop(run_id, None)
+        await self._backend.clear_run(run_id)
+
+    async def close(self) -> None:
+        await self._backend.close()

@@ -1,0 +1,243 @@
+"""The kernel-side engine: one private asyncio loop on a daemon thread.
+
+A notebook cell that blocks (an agent running for a minute) blocks the kernel's own loop, so
+anything scheduled there stalls until the cell ends. The engine's loop keeps running: backend
+I/O, subscriptions and widget updates happen here, and comm messages sent from this thread reach
+the browser while the cell still runs. This is the one place where sync code meets async code;
+every backend object is created on and used from this loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
+
+from .backends import build_backend
+from .backends.base import BackendConnectionError, EventBackend, RunLogBackend
+from .bus import EventBus
+from .config import StreamingConfig
+from .context import StreamContext
+from .filters import EventsFilter
+
+log = logging.getLogger("dockrion_nb.engine")
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class Engine:
+    """Owns the loop, the active backend and the tasks that read from it."""
+
+    def __init__(self, name: str = "dockrion-nb-engine") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        self._bus: EventBus | None = None
+        self._config: StreamingConfig | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._switch_listeners: list[Any] = []
+        self._lock = threading.RLock()
+        self._closed = False
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.call_soon(self._ready.set)
+        self._loop.run_forever()
+
+    # -- running coroutines ---------------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    @property
+    def in_engine_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the engine loop from any thread."""
+        if self._closed:
+            coro.close()
+            raise RuntimeError("the dockrion-nb engine is shut down")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = DEFAULT_TIMEOUT) -> T:
+        """Run ``coro`` on the engine loop and wait for its result (sync callers)."""
+        if self.in_engine_thread:
+            coro.close()
+            raise RuntimeError("Engine.run() called from the engine thread; await it instead")
+        fut = self.submit(coro)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise TimeoutError(f"the engine did not answer within {timeout} s") from None
+
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the engine loop from another loop (async callers)."""
+        if asyncio.get_running_loop() is self._loop:
+            return await coro
+        return await asyncio.wrap_future(self.submit(coro))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """Start a long-lived task (a subscription) that ends when the backend is switched."""
+
+        async def tracked() -> Any:
+            task = asyncio.current_task()
+            assert task is not None
+            self._tasks.add(task)
+            try:
+                return await coro
+            finally:
+                self._tasks.discard(task)
+
+        return self.submit(tracked())
+
+    # -- the backend ----------------------------------------------------------------------------
+
+    @property
+    def config(self) -> StreamingConfig:
+        return self._config or StreamingConfig()
+
+    @property
+    def bus(self) -> EventBus:
+        """The active bus; the memory backend until ``use`` chooses another."""
+        with self._lock:
+            if self._bus is None:
+                self.use(StreamingConfig())
+            assert self._bus is not None
+            return self._bus
+
+    @property
+    def backend(self) -> EventBackend:
+        return self.bus.backend
+
+    def describe(self) -> dict[str, Any]:
+        backend = self.bus.backend
+        if isinstance(backend, RunLogBackend):
+            return backend.describe()
+        return {"backend": type(backend).__name__}
+
+    def use(
+        self,
+        config: StreamingConfig | Mapping[str, Any] | EventBackend | None = None,
+        *,
+        ping: bool = True,
+    ) -> EventBus:
+        """Switch to the backend ``config`` asks for (or to a backend object).
+
+        The new backend is built and pinged first; only then is the old one closed, with every
+        subscription the engine runs on it, so a failed switch leaves the old backend working.
+        """
+        with self._lock:
+            if isinstance(config, StreamingConfig | Mapping) or config is None:
+                cfg = (
+                    config
+                    if isinstance(config, StreamingConfig)
+                    else StreamingConfig.from_mapping(config)
+                )
+                new_bus = self.run(self._build(cfg, ping))
+            else:
+                cfg = None
+                new_bus = EventBus(config)
+            old, self._bus, self._config = self._bus, new_bus, cfg
+        if old is not None:
+            self.run(self._retire(old))
+        for listener in list(self._switch_listeners):
+            with contextlib.suppress(Exception):
+                listener(new_bus)
+        return new_bus
+
+    async def _build(self, cfg: StreamingConfig, ping: bool) -> EventBus:
+        backend = build_backend(cfg)
+        if ping:
+            try:
+                await backend.ping()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await backend.close()
+                raise
+        return EventBus(backend)
+
+    async def _retire(self, bus: EventBus) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await bus.close()
+
+    def on_switch(self, listener: Any) -> None:
+        """Call ``listener(new_bus)`` after each backend switch."""
+        self._switch_listeners.append(listener)
+
+    def context(
+        self,
+        run_id: str,
+        *,
+        agent_name: str | None = None,
+        framework: str | None = None,
+        events_filter: EventsFilter | str | list[str] | None = None,
+    ) -> StreamContext:
+        """A ``StreamContext`` whose calls are carried to the engine loop from any thread."""
+        return StreamContext(
+            run_id,
+            self.bus,
+            agent_name=agent_name,
+            framework=framework,
+            events_filter=events_filter,
+            loop=self._loop,
+        )
+
+    # -- shutdown ---------------------------------------------------------------------------------
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Close the backend, end every subscription and stop the loop (at kernel exit)."""
+        with self._lock:
+            if self._closed:
+                return
+            bus, self._bus = self._bus, None
+            if bus is not None and self._loop.is_running():
+                with contextlib.suppress(Exception):
+                    self.run(self._retire(bus), timeout)
+            self._closed = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def get_engine() -> Engine:
+    """The process's engine, started on first use and shut down at interpreter exit."""
+    global _engine
+    with _engine_lock:
+        if _engine is None or _engine.closed:
+            _engine = Engine()
+            atexit.register(_engine.shutdown)
+        return _engine
+
+
+def reset_engine() -> None:
+    """Shut the engine down (tests and ``%unload_ext``); the next use starts a fresh one."""
+    global _engine
+    with _engine_lock:
+        engine, _engine = _engine, None
+    if engine is not None:
+        engine.shutdown()
+
+
+__all__ = ["BackendConnectionError", "Engine", "get_engine", "reset_engine"]
