@@ -15,15 +15,16 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from .backends import build_backend
-from .backends.base import BackendConnectionError, EventBackend, RunLogBackend
+from .backends.base import BackendConnectionError, BackendError, EventBackend, RunLogBackend
 from .bus import EventBus
-from .config import StreamingConfig
+from .config import ConfigError, StreamingConfig
 from .context import StreamContext
 from .filters import EventsFilter
+from .redaction import mask_url, scrub
 
 log = logging.getLogger("dockrion_nb.engine")
 T = TypeVar("T")
@@ -42,8 +43,10 @@ class Engine:
         self._ready.wait()
         self._bus: EventBus | None = None
         self._config: StreamingConfig | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._switch_listeners: list[Any] = []
+        # task -> the backend generation it was spawned under; a switch ends older ones only.
+        self._tasks: dict[asyncio.Task[Any], int] = {}
+        self._generation = 0
+        self._switch_listeners: list[Callable[[EventBus], Any]] = []
         self._lock = threading.RLock()
         self._closed = False
 
@@ -89,15 +92,20 @@ class Engine:
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
         """Start a long-lived task (a subscription) that ends when the backend is switched."""
+        generation = self._generation
 
         async def tracked() -> Any:
             task = asyncio.current_task()
             assert task is not None
-            self._tasks.add(task)
+            if generation != self._generation:
+                # The backend it was meant for was switched out before it started.
+                coro.close()
+                raise asyncio.CancelledError
+            self._tasks[task] = generation
             try:
                 return await coro
             finally:
-                self._tasks.discard(task)
+                self._tasks.pop(task, None)
 
         return self.submit(tracked())
 
@@ -109,11 +117,20 @@ class Engine:
 
     @property
     def bus(self) -> EventBus:
-        """The active bus; the memory backend until ``use`` chooses another."""
+        """The active bus; the memory backend until ``use`` chooses another.
+
+        Safe from any thread, the engine's included (no lock is held while waiting on the loop).
+        """
+        bus = self._bus
+        if bus is not None:
+            return bus
         with self._lock:
             if self._bus is None:
-                self.use(StreamingConfig())
-            assert self._bus is not None
+                if self._closed:
+                    raise RuntimeError("the dockrion-nb engine is shut down")
+                # The memory backend needs no I/O to build, so no trip to the loop.
+                self._bus = EventBus(build_backend(StreamingConfig()))
+                self._config = StreamingConfig()
             return self._bus
 
     @property
@@ -121,10 +138,15 @@ class Engine:
         return self.bus.backend
 
     def describe(self) -> dict[str, Any]:
+        """The active backend's settings, fit to show (passwords masked)."""
         backend = self.bus.backend
         if isinstance(backend, RunLogBackend):
             return backend.describe()
         return {"backend": type(backend).__name__}
+
+    def location(self) -> str:
+        """One phrase naming the active backend, e.g. ``redis at redis://***@host:6379/0``."""
+        return backend_location(self.describe())
 
     def use(
         self,
@@ -136,24 +158,32 @@ class Engine:
 
         The new backend is built and pinged first; only then is the old one closed, with every
         subscription the engine runs on it, so a failed switch leaves the old backend working.
+        Raises ``ConfigError`` for a bad configuration and ``BackendConnectionError`` (password
+        masked) when the new backend cannot be reached.
         """
+        if isinstance(config, StreamingConfig | Mapping) or config is None:
+            cfg = (
+                config
+                if isinstance(config, StreamingConfig)
+                else StreamingConfig.from_mapping(config)
+            )
+            new_bus = self.run(self._build(cfg, ping))
+        else:
+            cfg = None
+            new_bus = EventBus(config)
         with self._lock:
-            if isinstance(config, StreamingConfig | Mapping) or config is None:
-                cfg = (
-                    config
-                    if isinstance(config, StreamingConfig)
-                    else StreamingConfig.from_mapping(config)
-                )
-                new_bus = self.run(self._build(cfg, ping))
-            else:
-                cfg = None
-                new_bus = EventBus(config)
+            if self._closed:
+                raise RuntimeError("the dockrion-nb engine is shut down")
             old, self._bus, self._config = self._bus, new_bus, cfg
+            self._generation += 1
+            generation = self._generation
         if old is not None:
-            self.run(self._retire(old))
+            self.run(self._retire(old, generation))
         for listener in list(self._switch_listeners):
-            with contextlib.suppress(Exception):
+            try:
                 listener(new_bus)
+            except Exception:
+                log.exception("backend switch listener %r failed", listener)
         return new_bus
 
     async def _build(self, cfg: StreamingConfig, ping: bool) -> EventBus:
@@ -161,21 +191,37 @@ class Engine:
         if ping:
             try:
                 await backend.ping()
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(Exception):
                     await backend.close()
-                raise
+                if isinstance(exc, BackendError | ConfigError) or not isinstance(exc, Exception):
+                    raise
+                where = backend_location(backend.describe())
+                raise BackendConnectionError(
+                    scrub(f"cannot reach {where}: {exc}", _url_of(cfg)),
+                    backend=backend.name,
+                ) from None
         return EventBus(backend)
 
-    async def _retire(self, bus: EventBus) -> None:
-        for task in list(self._tasks):
+    async def _retire(self, bus: EventBus, generation: int | None) -> None:
+        """Close ``bus`` and end the tasks spawned before ``generation`` (all when None)."""
+        doomed = [t for t, g in self._tasks.items() if generation is None or g < generation]
+        for task in doomed:
             task.cancel()
+        if doomed:
+            await asyncio.wait(doomed, timeout=2.0)
         with contextlib.suppress(Exception):
             await bus.close()
 
-    def on_switch(self, listener: Any) -> None:
-        """Call ``listener(new_bus)`` after each backend switch."""
+    def on_switch(self, listener: Callable[[EventBus], Any]) -> Callable[[], None]:
+        """Call ``listener(new_bus)`` after each backend switch; returns an unregister function."""
         self._switch_listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._switch_listeners.remove(listener)
+
+        return remove
 
     def context(
         self,
@@ -203,9 +249,9 @@ class Engine:
             if self._closed:
                 return
             bus, self._bus = self._bus, None
-            if bus is not None and self._loop.is_running():
+            if bus is not None and self._loop.is_running() and not self.in_engine_thread:
                 with contextlib.suppress(Exception):
-                    self.run(self._retire(bus), timeout)
+                    self.run(self._retire(bus, None), timeout)
             self._closed = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
@@ -217,8 +263,42 @@ class Engine:
         return self._closed
 
 
+def _url_of(cfg: StreamingConfig) -> str:
+    if cfg.redis is None:
+        return ""
+    try:
+        return cfg.redis.resolved_url()
+    except ConfigError:
+        return cfg.redis.url
+
+
+def backend_location(info: Mapping[str, Any]) -> str:
+    """Where runs live, for messages: ``redis at redis://***@host:6379/0``, ``memory (...)``."""
+    name = str(info.get("backend", "backend"))
+    url = info.get("url")
+    if url:
+        return f"{name} at {mask_url(str(url))}"
+    if name == "memory":
+        return "memory (this process)"
+    return name
+
+
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
+
+
+def _shutdown_at_exit() -> None:
+    """Kernel (interpreter) exit: close the backend while the engine thread still runs.
+
+    ``atexit`` handlers run before daemon threads are stopped, so Redis connections are closed
+    properly instead of being dropped mid-command.
+    """
+    engine = _engine
+    if engine is not None:
+        engine.shutdown(timeout=3.0)
+
+
+atexit.register(_shutdown_at_exit)
 
 
 def get_engine() -> Engine:
@@ -227,7 +307,6 @@ def get_engine() -> Engine:
     with _engine_lock:
         if _engine is None or _engine.closed:
             _engine = Engine()
-            atexit.register(_engine.shutdown)
         return _engine
 
 
@@ -240,4 +319,4 @@ def reset_engine() -> None:
         engine.shutdown()
 
 
-__all__ = ["BackendConnectionError", "Engine", "get_engine", "reset_engine"]
+__all__ = ["BackendConnectionError", "Engine", "backend_location", "get_engine", "reset_engine"]
