@@ -1,0 +1,594 @@
+"""``RunView``: the live view of one run, an anywidget fed from the engine thread.
+
+Data path: the engine subscribes to the run (replay first, then live, each sequence once), keeps
+the parsed events here, and sends them to the browser as batched custom messages: at most about
+20 comm messages a second per widget (the Jupyter server drops IOPub traffic past 1,000 msg/s
+and a burst can wedge the kernel's IOPub queue), with consecutive tokens merged. Synced traits
+carry only small state (status, counts, timestamps). A front end that starts late (a page
+reload, a notebook opened twice) asks by message for what it missed and gets it back in chunks,
+pull style. Every trait change and every message leaves from the engine thread, because
+ipywidgets' sync bookkeeping is not thread safe and the kernel thread may be busy in a cell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import html
+import importlib
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anywidget
+import traitlets as t
+
+from .engine import Engine, get_engine
+from .events import (
+    GAP_TYPE,
+    TERMINAL_TYPES,
+    BaseEvent,
+    CompleteEvent,
+    GapEvent,
+    TokenEvent,
+    summarize,
+    validate_run_id,
+)
+from .filters import EventsFilter
+from .redaction import scrub
+
+if TYPE_CHECKING:
+    from .bus import EventBus
+
+MSG_INTERVAL = 0.05
+"""Seconds of budget each comm message costs: 20 messages a second per widget at most."""
+MAX_BATCH = 5000
+"""Events per custom message; a fuller batch waits for the next send slot (backpressure)."""
+REPLAY_CHUNK = 5000
+"""Events per answer to a front end's replay request."""
+PUMP_HIGH_WATER = 20000
+"""Events read ahead from the subscription before the reader waits for the sender."""
+
+STATUSES = ("waiting", "running", "complete", "error", "cancelled")
+CONNECTIONS = ("replay", "live", "reconnecting", "closed")
+
+
+def _asset_dir() -> Path:
+    """``static/`` inside an installed wheel, ``js/`` at the top of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "static", here.parent / "js"):
+        if (candidate / "widget.js").is_file() and (candidate / "widget.css").is_file():
+            return candidate
+    raise ImportError(
+        f"dockrion_nb's widget front end (widget.js, widget.css) is missing: looked in "
+        f"{here / 'static'} and {here.parent / 'js'}; reinstall dockrion-nb"
+    )
+
+
+ASSET_DIR = _asset_dir()
+ESM_PATH = ASSET_DIR / "widget.js"
+CSS_PATH = ASSET_DIR / "widget.css"
+
+
+# -- wire format ------------------------------------------------------------------------------
+
+
+def encode_events(events: Sequence[BaseEvent]) -> list[dict[str, Any]]:
+    """Events as the front end reads them: each event's wire dict without ``run_id``, except
+    that consecutive tokens (sequence n, n+1, ...) become one entry with ``parts`` (their
+    contents) and ``dt`` (milliseconds after the first one's timestamp)."""
+    out: list[dict[str, Any]] = []
+    run: dict[str, Any] | None = None
+    run_start = 0.0
+    run_last = -1
+    for event in events:
+        if isinstance(event, TokenEvent) and event.sequence:
+            ts = event.timestamp.timestamp()
+            if run is not None and event.sequence == run_last + 1:
+                run["parts"].append(event.content)
+                run["dt"].append(round((ts - run_start) * 1000))
+                if event.finish_reason is not None:
+                    run["finish_reason"] = event.finish_reason
+                run_last = event.sequence
+                continue
+            run = {
+                "type": "token",
+                "sequence": event.sequence,
+                "timestamp": event.timestamp.isoformat(),
+                "parts": [event.content],
+                "dt": [0],
+                "finish_reason": event.finish_reason,
+            }
+            run_start, run_last = ts, event.sequence
+            out.append(run)
+            continue
+        run = None
+        data = event.to_dict()
+        data.pop("run_id", None)
+        out.append(data)
+    return out
+
+
+def _key(event: BaseEvent, last: float) -> float:
+    """Sort key of a stored event: its sequence; a gap sits just before the events it misses."""
+    if event.sequence:
+        return float(event.sequence)
+    if isinstance(event, GapEvent):
+        return max(last, event.from_sequence - 0.5)
+    return last
+
+
+def _types_filter(types: EventsFilter | str | Iterable[str] | None) -> EventsFilter | None:
+    if types is None or isinstance(types, EventsFilter):
+        return types
+    if isinstance(types, str):
+        return EventsFilter.parse(types)
+    return EventsFilter(list(types))
+
+
+# -- the widget -------------------------------------------------------------------------------
+
+
+class RunView(anywidget.AnyWidget):
+    """A live view of run ``run_id``: replayed events from ``from_sequence`` on, then live ones.
+
+    ``types`` keeps only some event types (a preset such as ``"chat"`` or a list such as
+    ``["token", "custom:score"]``; lifecycle events and gaps always pass). ``live=False`` stops
+    after the replay. ``max_events`` bounds what the kernel and the browser keep (the oldest go
+    first). ``engine`` defaults to the process's engine.
+    """
+
+    _esm = ESM_PATH
+    _css = CSS_PATH
+
+    run_id = t.Unicode("").tag(sync=True)
+    backend = t.Unicode("").tag(sync=True)
+    status = t.Unicode("waiting").tag(sync=True)
+    connection = t.Unicode("replay").tag(sync=True)
+    note = t.Unicode("").tag(sync=True)
+    event_count = t.Int(0).tag(sync=True)
+    type_counts = t.Dict().tag(sync=True)
+    sent_upto = t.Int(0).tag(sync=True)
+    last_sequence = t.Int(0).tag(sync=True)
+    first_timestamp = t.Unicode("").tag(sync=True)
+    last_timestamp = t.Unicode("").tag(sync=True)
+    latency_seconds = t.Float(None, allow_none=True).tag(sync=True)
+    from_sequence = t.Int(1).tag(sync=True)
+    live = t.Bool(True).tag(sync=True)
+    types = t.List(t.Unicode(), allow_none=True, default_value=None).tag(sync=True)
+    max_events = t.Int(None, allow_none=True).tag(sync=True)
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        from_sequence: int = 1,
+        types: EventsFilter | str | Iterable[str] | None = None,
+        live: bool = True,
+        max_events: int | None = None,
+        engine: Engine | None = None,
+        **kwargs: Any,
+    ) -> None:
+        validate_run_id(run_id)
+        if from_sequence < 0:
+            raise ValueError(f"from_sequence must be >= 0, not {from_sequence}")
+        if max_events is not None and max_events < 1:
+            raise ValueError(f"max_events must be >= 1 or None, not {max_events}")
+        self._filter = _types_filter(types)
+        self._engine = engine or get_engine()
+        bus = self._engine.bus
+        type_list: list[str] | None = None
+        if isinstance(types, str):
+            type_list = [types]
+        elif isinstance(types, EventsFilter):
+            type_list = [str(types.config)]
+        elif types is not None:
+            type_list = [str(x) for x in types]
+        super().__init__(
+            run_id=run_id,
+            backend=bus.backend_name,
+            from_sequence=max(1, from_sequence),
+            live=live,
+            types=type_list,
+            max_events=max_events,
+            **kwargs,
+        )
+        self._lock = threading.Lock()
+        self._events: list[BaseEvent] = []
+        self._keys: list[float] = []
+        self._pending: list[BaseEvent] = []
+        self._counts: Counter[str] = Counter()
+        self._last_key = 0.0
+        self._last_seq = 0
+        self._sent_upto = 0
+        self._next_slot = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._replay_requests: list[int] = []
+        self._dirty = False
+        self._task: asyncio.Task[None] | None = None
+        self._settled = threading.Event()
+        self._ended = threading.Event()
+        self._closing = False
+        self._terminal_seen = False
+        self._caught_up = False
+        self._remove_switch_listener: Any = None
+        self.messages_sent = 0
+        self.on_msg(self._on_front_end_msg)
+        ref = weakref.ref(self)
+
+        def switched(new_bus: EventBus) -> None:
+            view = ref()
+            if view is not None and not view._closing:
+                view._call_soon(view._backend_switched, new_bus.backend_name)
+
+        remover = self._engine.on_switch(switched)
+        self._remove_switch_listener = remover if callable(remover) else None
+        self._future = self._engine.spawn(self._follow(bus))
+
+    # -- Python API ---------------------------------------------------------------------------
+
+    @property
+    def events(self) -> list[BaseEvent]:
+        """The events received so far (a copy), in sequence order."""
+        with self._lock:
+            cap = self.max_events
+            return list(self._events[-cap:] if cap is not None else self._events)
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the run's terminal event has reached the view (or the subscription
+        ended) and return ``status``; after ``timeout`` seconds return the status as it is."""
+        if self._engine.in_engine_thread:
+            raise RuntimeError("RunView.wait() would block the engine thread that feeds it")
+        self._settled.wait(timeout)
+        return str(self.status)
+
+    def to_dataframe(self) -> Any:
+        """A ``pandas.DataFrame``, one row per event: sequence, type, timestamp, summary, then
+        each event's own fields (pandas is optional, so it is imported here)."""
+        try:
+            pd: Any = importlib.import_module("pandas")
+        except ImportError as exc:
+            raise ImportError(
+                "RunView.to_dataframe() needs pandas; install it with `pip install pandas`"
+            ) from exc
+        rows = []
+        for event in self.events:
+            row = event.to_dict()
+            row.pop("run_id", None)
+            row["timestamp"] = event.timestamp
+            row["summary"] = summarize(event)
+            rows.append(row)
+        first = ["sequence", "type", "timestamp", "summary"]
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            return pd.DataFrame(columns=[*first, "id"])
+        rest = [c for c in frame.columns if c not in first]
+        return frame[first + rest]
+
+    def close(self) -> None:
+        """End the subscription, then close the widget's comm (its views disappear)."""
+        if "_future" not in self.__dict__:  # the constructor failed part way
+            with contextlib.suppress(Exception):
+                super().close()
+            return
+        if not self._closing:
+            self._closing = True
+            if not self._engine.closed and not self._engine.in_engine_thread:
+                with contextlib.suppress(Exception):
+                    self._engine.run(self._stop(), timeout=10)
+            else:
+                self._future.cancel()
+            self._settled.set()
+            if self._remove_switch_listener is not None:
+                self._remove_switch_listener()
+        super().close()
+        # ipywidgets drops the repr on close; keep the static summary for later displays.
+        self.__dict__.pop("_repr_mimebundle_", None)
+
+    @property
+    def following(self) -> bool:
+        """Whether the subscription still runs."""
+        return not self._ended.is_set()
+
+    # -- static fallback ----------------------------------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        data: dict[str, Any] = {}
+        metadata: dict[str, Any] = {}
+        if self.comm is not None:
+            bundle = super()._repr_mimebundle_(**kwargs)
+            if bundle:
+                data, metadata = dict(bundle[0]), dict(bundle[1])
+        data["text/plain"] = self._summary_text()
+        data["text/html"] = self._summary_html()
+        return data, metadata
+
+    def _summary_counts(self) -> tuple[int, str]:
+        with self._lock:
+            counts = dict(self._counts)
+        total = sum(counts.values())
+        return total, ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+    def _summary_text(self, last: int = 5) -> str:
+        total, counts = self._summary_counts()
+        lines = [f"RunView({self.run_id}) {self.status}, {total} events ({self.backend})"]
+        if counts:
+            lines.append(f"  {counts}")
+        for event in self.events[-last:]:
+            lines.append(f"  #{event.sequence} {event.type}: {summarize(event)[:100]}")
+        return "\n".join(lines)
+
+    def _summary_html(self, last: int = 10) -> str:
+        esc = html.escape
+        total, counts = self._summary_counts()
+        rows = "".join(
+            f"<tr><td>{e.sequence}</td><td>{esc(e.type)}</td><td>{esc(summarize(e)[:200])}</td></tr>"
+            for e in self.events[-last:]
+        )
+        table = (
+            "<table><thead><tr><th>#</th><th>type</th><th>summary</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+            if rows
+            else ""
+        )
+        return (
+            '<div class="dockrion-runview-static">'
+            f"<p><b>run {esc(self.run_id)}</b> &middot; {esc(self.status)} &middot; "
+            f"{total} events &middot; backend {esc(self.backend)}</p>"
+            + (f"<p>{esc(counts)}</p>" if counts else "")
+            + table
+            + "</div>"
+        )
+
+    # -- engine thread: following the run ------------------------------------------------------
+
+    def _call_soon(self, fn: Any, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._engine.loop.call_soon_threadsafe(fn, *args)
+
+    async def _follow(self, bus: EventBus) -> None:
+        """Read the subscription through a queue, so that "queue empty" means caught up."""
+        self._task = asyncio.current_task()
+        queue: asyncio.Queue[BaseEvent | None] = asyncio.Queue()
+        room = asyncio.Event()
+        room.set()
+        failure: list[BaseException] = []
+        after = max(self.from_sequence, self._last_seq + 1)
+
+        async def pump() -> None:
+            source = bus.subscribe(self.run_id, after, live=self.live)
+            try:
+                async for event in source:
+                    queue.put_nowait(event)
+                    if queue.qsize() >= PUMP_HIGH_WATER:
+                        room.clear()
+                        await room.wait()
+            except Exception as exc:
+                failure.append(exc)
+            finally:
+                queue.put_nowait(None)
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    with contextlib.suppress(Exception):
+                        await aclose()
+
+        add_listener = getattr(bus.backend, "add_state_listener", None)
+        remove_listener = add_listener(self._backend_state) if callable(add_listener) else None
+        reader = asyncio.create_task(pump())
+        ended_by_terminal = False
+        try:
+            while True:
+                item = await queue.get()
+                batch = [item]
+                while not queue.empty() and len(batch) < MAX_BATCH:
+                    batch.append(queue.get_nowait())
+                if not room.is_set() and queue.qsize() < PUMP_HIGH_WATER // 2:
+                    room.set()
+                done = False
+                for event in batch:
+                    if event is None:
+                        done = True
+                        break
+                    self._accept(event)
+                if done:
+                    break
+                if queue.empty():
+                    self._caught_up = True
+                    if self.status in TERMINAL_TYPES:
+                        ended_by_terminal = True
+                        break
+                    if self.live and self.connection == "replay":
+                        self._set_state(connection="live")
+                await self._flush_soon()
+        finally:
+            if callable(remove_listener):
+                remove_listener()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            note = ""
+            if failure:
+                note = "subscription failed: " + scrub(str(failure[0]))
+            elif ended_by_terminal:
+                note = f"run finished ({self.status})"
+            self._set_state(connection="closed", **({"note": note} if note else {}))
+            self._flush_now()
+            self._ended.set()
+            self._settled.set()
+
+    def _accept(self, event: BaseEvent) -> None:
+        """Keep one event (engine thread): dedupe, filter, status, store, queue for sending."""
+        seq = event.sequence
+        if seq and seq <= self._last_seq:
+            return
+        if seq:
+            self._last_seq = seq
+        if (
+            self._filter is not None
+            and event.type != GAP_TYPE
+            and not self._filter.is_allowed(event.type)
+        ):
+            return
+        key = _key(event, self._last_key)
+        self._last_key = key
+        with self._lock:
+            self._events.append(event)
+            self._keys.append(key)
+            self._counts[event.type] += 1
+            cap = self.max_events
+            if cap is not None and len(self._events) > cap + max(64, cap // 4):
+                del self._events[: len(self._events) - cap]
+                del self._keys[: len(self._keys) - cap]
+        self._pending.append(event)
+        self._dirty = True
+        if event.type in TERMINAL_TYPES:
+            if self.status not in TERMINAL_TYPES:
+                changes: dict[str, Any] = {"status": event.type}
+                if isinstance(event, CompleteEvent) and event.latency_seconds is not None:
+                    changes["latency_seconds"] = event.latency_seconds
+                self._set_state(**changes)
+            self._terminal_seen = True
+        elif event.type != GAP_TYPE and self.status == "waiting":
+            self.status = "running"
+
+    def _backend_state(self, state: str) -> None:
+        """The backend's connection state (Redis: ``live``/``reconnecting``), engine thread."""
+        if state == "reconnecting" and self.connection in ("live", "replay"):
+            self._set_state(connection="reconnecting")
+        elif state == "live" and self.connection == "reconnecting":
+            self._set_state(connection="live" if self._caught_up else "replay")
+
+    def _set_state(self, **changes: Any) -> None:
+        """Change traits together, in one comm message (engine thread only)."""
+        with self.hold_sync():
+            for name, value in changes.items():
+                setattr(self, name, value)
+
+    async def _flush_soon(self) -> None:
+        """Send what is pending within the message budget; wait when a batch is full."""
+        if not (self._pending or self._replay_requests or self._dirty):
+            return
+        now = time.monotonic()
+        if now >= self._next_slot:
+            self._flush_now()
+        elif len(self._pending) >= MAX_BATCH:
+            await asyncio.sleep(self._next_slot - now)
+            self._flush_now()
+        elif self._timer is None:
+            self._timer = self._engine.loop.call_at(
+                self._engine.loop.time() + (self._next_slot - now), self._flush_now
+            )
+
+    def _flush_now(self) -> None:
+        """Send pending events, one replay chunk and the changed traits (engine thread)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.comm is None:
+            self._pending.clear()
+            self._settled.set()
+            return
+        sent = 0
+        pending, self._pending = self._pending, []
+        if pending:
+            last = max((e.sequence for e in pending), default=0)
+            last = max(last, self._sent_upto)
+            self._emit(
+                {
+                    "kind": "events",
+                    "prev": self._sent_upto,
+                    "last": last,
+                    "events": encode_events(pending),
+                }
+            )
+            self._sent_upto = last
+            sent += 1
+        if self._replay_requests:
+            after = self._replay_requests.pop(0)
+            self._emit(self._replay_chunk(after))
+            sent += 1
+        if self._dirty or pending:
+            self._dirty = False
+            with self._lock:
+                counts = dict(self._counts)
+                first = self._events[0].timestamp.isoformat() if self._events else ""
+                last_ts = self._events[-1].timestamp.isoformat() if self._events else ""
+            with self.hold_sync():
+                self.sent_upto = self._sent_upto
+                self.last_sequence = self._last_seq
+                self.event_count = sum(counts.values())
+                self.type_counts = counts
+                if first and not self.first_timestamp:
+                    self.first_timestamp = first
+                if last_ts:
+                    self.last_timestamp = last_ts
+            sent += 1
+        self.messages_sent += sent
+        if self._terminal_seen:
+            self._settled.set()
+        self._next_slot = time.monotonic() + MSG_INTERVAL * max(1, sent)
+        if self._replay_requests and self._timer is None:
+            self._timer = self._engine.loop.call_later(MSG_INTERVAL * sent, self._flush_now)
+
+    def _emit(self, payload: dict[str, Any]) -> None:
+        """One custom message to the front end (a test seam: subclasses capture it)."""
+        self.send(payload)
+
+    def _replay_chunk(self, after: int) -> dict[str, Any]:
+        with self._lock:
+            start = bisect.bisect_right(self._keys, after)
+            chunk = self._events[start : start + REPLAY_CHUNK]
+            more = start + REPLAY_CHUNK < len(self._events)
+        last = max([after, *(e.sequence for e in chunk)])
+        return {
+            "kind": "replay",
+            "after": after,
+            "last": last,
+            "events": encode_events(chunk),
+            "more": more,
+        }
+
+    def _on_front_end_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        """Kernel thread: the front end asks for events after a sequence (pull style)."""
+        if isinstance(content, dict) and content.get("kind") == "replay":
+            after = content.get("after", 0)
+            if isinstance(after, int) and not isinstance(after, bool) and after >= 0:
+                self._call_soon(self._queue_replay, after)
+
+    def _queue_replay(self, after: int) -> None:
+        if after not in self._replay_requests:
+            self._replay_requests.append(after)
+        now = time.monotonic()
+        if now >= self._next_slot:
+            self._flush_now()
+        elif self._timer is None:
+            self._timer = self._engine.loop.call_later(self._next_slot - now, self._flush_now)
+
+    def _backend_switched(self, name: str) -> None:
+        self._set_state(
+            connection="closed",
+            note=f"backend switched to {name}; this view stopped following. "
+            "Open a new view to follow the run there.",
+        )
+        self._flush_now()
+
+    async def _stop(self) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        elif task is None:
+            self._future.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._replay_requests.clear()
+
+
+__all__ = ["CONNECTIONS", "ESM_PATH", "STATUSES", "RunView", "encode_events"]
