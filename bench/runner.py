@@ -1,0 +1,936 @@
+"""Run every row, print the table, write ``bench/RESULTS.md``.
+
+Both implementations are measured in this one process run, alternating their order between
+repeats; full mode reports medians. Redis rows use a private server started here (or
+``--redis-url``); every key the bench creates carries a unique marker and is deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import ceiling, scenarios
+from .progress import Progress
+from .report import ProfileRun, Row, Target, machine, table
+from .scenarios import Delivery, Latency, median
+from .server import BenchServer
+from .sides import DOCKRION, OURS, BenchConfig, Side, ours_redis_available
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+ROOT = Path(__file__).resolve().parent.parent
+RAW = "raw"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each measurement is; ``quick`` keeps the issue's shapes where they are cheap."""
+
+    name: str
+    pub_n: int = 20_000
+    mem_repeats: int = 5
+    redis_pub_n: int = 20_000
+    redis_repeats: int = 3
+    batch: int = 100
+    lat_n: int = 3_000
+    lat_rate: float = 1_000.0
+    lat_repeats: int = 2
+    replay_total: int = 100_000
+    replay_tail: int = 100
+    tail_repeats: int = 15
+    whole_repeats: int = 3
+    fanout_subs: int = 100
+    fanout_n: int = 10_000
+    procs_n: int = 5_000
+    settle: float = 0.5
+    profile_scale: float = 0.25  # profiles rerun ours at this fraction of the size
+
+
+FULL = Sizes("full")
+QUICK = Sizes(
+    "quick",
+    mem_repeats=1,
+    redis_pub_n=2_000,
+    redis_repeats=1,
+    lat_n=1_000,
+    lat_repeats=1,
+    tail_repeats=5,
+    whole_repeats=1,
+    fanout_n=1_000,
+    procs_n=1_000,
+    settle=0.3,
+    profile_scale=0.5,
+)
+TINY = Sizes(
+    "tiny",
+    pub_n=200,
+    mem_repeats=1,
+    redis_pub_n=100,
+    redis_repeats=1,
+    batch=20,
+    lat_n=40,
+    lat_rate=2_000.0,
+    lat_repeats=1,
+    replay_total=500,
+    replay_tail=100,
+    tail_repeats=2,
+    whole_repeats=1,
+    fanout_subs=5,
+    fanout_n=60,
+    procs_n=30,
+    settle=0.1,
+    profile_scale=1.0,
+)
+
+
+def order(r: int, impls: tuple[str, ...] = (OURS, DOCKRION)) -> tuple[str, ...]:
+    """Rotate who goes first on each repeat so drift does not favour one side."""
+    k = r % len(impls)
+    return impls[k:] + impls[:k]
+
+
+@dataclass
+class Bench:
+    sizes: Sizes
+    redis_url: str | None
+    progress: Progress
+    config: BenchConfig = field(default_factory=BenchConfig)
+    marker: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
+    rows: list[Row] = field(default_factory=list)
+    server_version: str = "not used"
+    ours_redis_reason: str | None = None
+    _seq: int = 0
+    raw: Any = None
+
+    def rid(self, what: str) -> str:
+        self._seq += 1
+        return f"{self.marker}-{what}-{self._seq}"
+
+    # -- orchestration ---------------------------------------------------------------------------
+
+    async def run(self) -> list[Row]:
+        await self.memory_publish()
+        await self.memory_latency()
+        await self.memory_replay()
+        await self.memory_fanout()
+        if self.redis_url:
+            import redis.asyncio as aioredis
+
+            self.ours_redis_reason = ours_redis_available()
+            self.raw = aioredis.from_url(self.redis_url, max_connections=1024)
+            try:
+                self.server_version = await ceiling.server_version(self.raw)
+                await self.redis_publish()
+                await self.redis_latency()
+                await self.redis_replay()
+                await self.redis_fanout()
+                await self.two_processes()
+            finally:
+                await ceiling.delete_run_keys(self.raw, self.marker)
+                await self.raw.aclose()
+        self.rows.sort(key=lambda r: (int(r.key[:-1]), r.key[-1]))
+        return self.rows
+
+    def side(self, impl: str, kind: str) -> Side:
+        return Side(impl, kind, self.config, self.redis_url if kind == "redis" else None)
+
+    def ours_on(self, kind: str) -> bool:
+        return kind == "memory" or self.ours_redis_reason is None
+
+    async def cleanup(self, run_id: str) -> None:
+        if self.raw is not None:
+            await ceiling.delete_run_keys(self.raw, run_id)
+
+    # -- rows 1, 2, 5: publish throughput and fan-out ------------------------------------------
+
+    async def _deliveries(
+        self,
+        kind: str,
+        n: int,
+        n_subs: int,
+        repeats: int,
+        batch: int | None,
+        label: str,
+        with_dockrion: bool = True,
+        with_ceiling: bool = False,
+    ) -> dict[str, list[Delivery]]:
+        impls: tuple[str, ...] = (OURS, DOCKRION) if with_dockrion else (OURS,)
+        if with_ceiling:
+            impls = (*impls, RAW)
+        out: dict[str, list[Delivery]] = {impl: [] for impl in impls}
+        for r in range(repeats):
+            for impl in order(r, impls):
+                self.progress.step(f"{label}: {impl}")
+                run_id = self.rid(f"{kind}-pub")
+                try:
+                    if impl == RAW:
+                        d = await scenarios.raw_publish(
+                            self.raw, run_id, n, n_subs, batch or 1, self.config
+                        )
+                    elif impl == OURS and not self.ours_on(kind):
+                        continue
+                    else:
+                        async with self.side(impl, kind) as side:
+                            d = await scenarios.publish_throughput(
+                                side,
+                                run_id,
+                                n,
+                                n_subs,
+                                batch=batch,
+                                raw=self.raw,
+                                settle=self.sizes.settle,
+                            )
+                    out[impl].append(d)
+                finally:
+                    await self.cleanup(run_id)
+        return out
+
+    def _delivery_row(
+        self,
+        key: str,
+        name: str,
+        kind: str,
+        res: dict[str, list[Delivery]],
+        *,
+        end_to_end: bool = False,
+        target: Target | None = None,
+        profile: ProfileRun | None = None,
+    ) -> Row:
+        def fig(ds: list[Delivery]) -> float | None:
+            if not ds:
+                return None
+            return median([d.end_to_end_rate if end_to_end else d.publish_rate for d in ds])
+
+        def deliv(ds: list[Delivery]) -> float | None:
+            vals = [d.delivered_min for d in ds if d.delivered_min is not None]
+            return min(vals) if vals else None
+
+        def pub_note(ds: list[Delivery]) -> str:
+            if not (end_to_end and ds):
+                return ""
+            return f"publish {median([d.publish_rate for d in ds]):,.0f}/s"
+
+        row = Row(
+            key,
+            name,
+            "ev/s",
+            ours=fig(res.get(OURS, [])),
+            dockrion=fig(res.get(DOCKRION, [])),
+            ceiling=fig(res.get(RAW, [])) if RAW in res else None,
+            ours_delivered=deliv(res.get(OURS, [])),
+            dockrion_delivered=deliv(res.get(DOCKRION, [])),
+            ours_note=pub_note(res.get(OURS, [])),
+            dockrion_note=pub_note(res.get(DOCKRION, [])),
+            target=target,
+            profile=profile,
+        )
+        if row.ours is None and kind == "redis":
+            row.reason = self.ours_redis_reason or ""
+        self.rows.append(row)
+        return row
+
+    def _profile_publish(
+        self, kind: str, n: int, n_subs: int, batch: int | None = None
+    ) -> ProfileRun:
+        scaled = max(100, int(n * self.sizes.profile_scale))
+
+        async def once(prof: cProfile.Profile) -> Any:
+            run_id = self.rid("profile")
+            try:
+                async with self.side(OURS, kind) as side:
+                    return await scenarios.publish_throughput(
+                        side,
+                        run_id,
+                        scaled,
+                        n_subs,
+                        batch=batch,
+                        raw=self.raw,
+                        settle=self.sizes.settle,
+                        prof=prof,
+                    )
+            finally:
+                await self.cleanup(run_id)
+
+        return once
+
+    async def memory_publish(self) -> None:
+        s = self.sizes
+        for key, n_subs in (("1a", 0), ("1b", 1), ("1c", 10)):
+            res = await self._deliveries(
+                "memory", s.pub_n, n_subs, s.mem_repeats, None, f"memory publish, {n_subs} subs"
+            )
+            self._delivery_row(
+                key,
+                f"memory publish, {s.pub_n:,} events, {n_subs} subscriber(s)",
+                "memory",
+                res,
+                target=Target(min_ratio=2.0) if n_subs == 0 else Target(5.0, delivered=True),
+                profile=self._profile_publish("memory", s.pub_n, n_subs),
+            )
+
+    async def redis_publish(self) -> None:
+        s = self.sizes
+        first: dict[str, list[Delivery]] = {}
+        for key, n_subs in (("2a", 0), ("2b", 1), ("2c", 10)):
+            res = await self._deliveries(
+                "redis",
+                s.redis_pub_n,
+                n_subs,
+                s.redis_repeats,
+                None,
+                f"Redis publish, {n_subs} subs",
+                with_ceiling=True,
+            )
+            first = first or res
+            row = self._delivery_row(
+                key,
+                f"Redis publish, {s.redis_pub_n:,} events, {n_subs} subscriber(s)",
+                "redis",
+                res,
+                target=Target(1.5, delivered=n_subs > 0),
+                profile=self._profile_publish("redis", s.redis_pub_n, n_subs),
+            )
+            row.ceiling_note = "XADD+EXPIRE+PUBLISH, 1 event per round trip"
+        res = await self._deliveries(
+            "redis",
+            s.redis_pub_n,
+            0,
+            s.redis_repeats,
+            s.batch,
+            f"Redis publish_many x{s.batch}",
+            with_dockrion=False,
+            with_ceiling=True,
+        )
+        res[DOCKRION] = first.get(DOCKRION, [])
+        row = self._delivery_row(
+            "2d",
+            f"Redis publish_many, batches of {s.batch}, {s.redis_pub_n:,} events",
+            "redis",
+            res,
+            target=Target(10.0, min_ceiling_share=0.5),
+            profile=self._profile_publish("redis", s.redis_pub_n, 0, s.batch),
+        )
+        row.dockrion_note = "no publish_many: its publish loop, row 2a"
+        row.ceiling_note = f"{s.batch} events per round trip"
+
+    async def memory_fanout(self) -> None:
+        s = self.sizes
+        res = await self._deliveries("memory", s.fanout_n, s.fanout_subs, 1, None, "memory fan-out")
+        self._delivery_row(
+            "5a",
+            f"memory fan-out: {s.fanout_n:,} events to {s.fanout_subs} subscribers "
+            "(publish to last delivery)",
+            "memory",
+            res,
+            end_to_end=True,
+            target=Target(delivered=True),
+            profile=self._profile_publish("memory", s.fanout_n, s.fanout_subs),
+        )
+
+    async def redis_fanout(self) -> None:
+        s = self.sizes
+        res = await self._deliveries(
+            "redis", s.fanout_n, s.fanout_subs, 1, None, "Redis fan-out", with_ceiling=True
+        )
+        row = self._delivery_row(
+            "5b",
+            f"Redis fan-out: {s.fanout_n:,} events to {s.fanout_subs} subscribers "
+            "(publish to last delivery)",
+            "redis",
+            res,
+            end_to_end=True,
+            target=Target(delivered=True),
+            profile=self._profile_publish("redis", s.fanout_n, s.fanout_subs),
+        )
+        row.ceiling_note = f"raw Pub/Sub listeners, {s.fanout_subs} connections"
+
+    # -- row 3: paced latency ------------------------------------------------------------------
+
+    async def _latency(self, kind: str) -> dict[str, list[Latency]]:
+        s = self.sizes
+        impls: tuple[str, ...] = (OURS, DOCKRION) + ((RAW,) if kind == "redis" else ())
+        out: dict[str, list[Latency]] = {impl: [] for impl in impls}
+        for r in range(s.lat_repeats):
+            for impl in order(r, impls):
+                self.progress.step(f"{kind} latency at {s.lat_rate:,.0f}/s: {impl}")
+                run_id = self.rid(f"{kind}-lat")
+                try:
+                    if impl == RAW:
+                        lat = await scenarios.raw_paced_latency(
+                            self.raw, run_id, s.lat_n, s.lat_rate, self.config
+                        )
+                    elif impl == OURS and not self.ours_on(kind):
+                        continue
+                    else:
+                        async with self.side(impl, kind) as side:
+                            lat = await scenarios.paced_latency(
+                                side,
+                                run_id,
+                                s.lat_n,
+                                s.lat_rate,
+                                raw=self.raw,
+                                settle=self.sizes.settle,
+                            )
+                    out[impl].append(lat)
+                finally:
+                    await self.cleanup(run_id)
+        return out
+
+    def _latency_rows(
+        self, kind: str, keys: tuple[str, str], res: dict[str, list[Latency]]
+    ) -> None:
+        s = self.sizes
+        pooled = {
+            impl: Latency(sum(x.sent for x in ls), [v for x in ls for v in x.samples_ms])
+            for impl, ls in res.items()
+            if ls
+        }
+        n_scaled = max(50, int(s.lat_n * s.profile_scale))
+
+        async def once(prof: cProfile.Profile) -> Any:
+            run_id = self.rid("profile")
+            try:
+                async with self.side(OURS, kind) as side:
+                    return await scenarios.paced_latency(
+                        side,
+                        run_id,
+                        n_scaled,
+                        s.lat_rate,
+                        raw=self.raw,
+                        settle=s.settle,
+                        prof=prof,
+                    )
+            finally:
+                await self.cleanup(run_id)
+
+        where = "memory" if kind == "memory" else "Redis"
+        for key, p in zip(keys, (50, 99), strict=True):
+
+            def value(impl: str, p: int = p) -> float | None:
+                lat = pooled.get(impl)
+                return lat.percentile(p) if lat else None
+
+            def got(impl: str) -> str:
+                lat = pooled.get(impl)
+                return f"received {lat.received:.3f}" if lat and lat.received < 1 else ""
+
+            row = Row(
+                key,
+                f"{where} latency p{p}, paced {s.lat_rate:,.0f} events/s, "
+                f"{s.lat_n * s.lat_repeats:,} events",
+                "ms",
+                ours=value(OURS),
+                dockrion=value(DOCKRION),
+                ceiling=value(RAW) if kind == "redis" else None,
+                higher=False,
+                ours_note=got(OURS),
+                dockrion_note=got(DOCKRION),
+                target=Target(min_ratio=1.0),
+                profile=once,
+            )
+            if row.ours is None:
+                row.reason = self.ours_redis_reason or ""
+            if kind == "redis":
+                row.ceiling_note = "raw XADD+EXPIRE+PUBLISH, raw listener"
+            self.rows.append(row)
+
+    async def memory_latency(self) -> None:
+        self._latency_rows("memory", ("3a", "3b"), await self._latency("memory"))
+
+    async def redis_latency(self) -> None:
+        self._latency_rows("redis", ("3c", "3d"), await self._latency("redis"))
+
+    # -- row 4: replay -------------------------------------------------------------------------
+
+    async def _replay(self, kind: str) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+        s = self.sizes
+        total, tail = s.replay_total, s.replay_tail
+        impls = [OURS, DOCKRION] if self.ours_on(kind) else [DOCKRION]
+        tails: dict[str, list[float]] = {impl: [] for impl in [*impls, RAW]}
+        wholes: dict[str, list[float]] = {impl: [] for impl in [*impls, RAW]}
+        async with contextlib.AsyncExitStack() as stack:
+            sides: dict[str, tuple[Side, str]] = {}
+            for impl in impls:
+                self.progress.step(f"{kind} replay: fill {total:,} events ({impl})")
+                side = await stack.enter_async_context(self.side(impl, kind))
+                run_id = self.rid(f"{kind}-replay")
+                if self.raw is not None:
+                    stack.push_async_callback(self.cleanup, run_id)
+                await scenarios.populate(side, run_id, total, self.raw)
+                sides[impl] = (side, run_id)
+            measured: list[str] = [*impls, RAW] if kind == "redis" else list(impls)
+            self.progress.step(f"{kind} replay: read")
+            for r in range(max(s.tail_repeats, s.whole_repeats)):
+                for impl in order(r, tuple(measured)):
+                    if impl == RAW:
+                        raw_run = sides[DOCKRION][1]
+                        if r < s.tail_repeats:
+                            tails[RAW].append(await scenarios.raw_read(self.raw, raw_run, tail))
+                        if r < s.whole_repeats:
+                            wholes[RAW].append(await scenarios.raw_read(self.raw, raw_run, None))
+                        continue
+                    side, run_id = sides[impl]
+                    if r < s.tail_repeats:
+                        tails[impl].append(
+                            await scenarios.timed_read(side, run_id, total - tail + 1, tail)
+                        )
+                    if r < s.whole_repeats:
+                        first = 1 if impl == OURS else 0
+                        wholes[impl].append(await scenarios.timed_read(side, run_id, first, total))
+        return tails, wholes
+
+    def _replay_profile(self, kind: str, whole: bool) -> ProfileRun:
+        s = self.sizes
+        total, tail = s.replay_total, s.replay_tail
+
+        async def once(prof: cProfile.Profile) -> Any:
+            run_id = self.rid("profile")
+            try:
+                async with self.side(OURS, kind) as side:
+                    await scenarios.populate(side, run_id, total, self.raw)
+                    for _ in range(1 if whole else 20):
+                        first, expect = (1, total) if whole else (total - tail + 1, tail)
+                        await scenarios.timed_read(side, run_id, first, expect, prof)
+            finally:
+                await self.cleanup(run_id)
+
+        return once
+
+    def _replay_rows(
+        self,
+        kind: str,
+        keys: tuple[str, str],
+        res: tuple[dict[str, list[float]], ...],
+        targets: tuple[Target | None, Target | None],
+    ) -> None:
+        s = self.sizes
+        where = "memory" if kind == "memory" else "Redis"
+        names = (
+            f"{where} replay: last {s.replay_tail} of a {s.replay_total:,}-event run",
+            f"{where} replay: whole {s.replay_total:,}-event run",
+        )
+        notes = ("raw XREVRANGE COUNT 100", "raw XRANGE - +")
+        for key, name, times, target, note, whole in zip(
+            keys, names, res, targets, notes, (False, True), strict=True
+        ):
+
+            def ms(impl: str, times: dict[str, list[float]] = times) -> float | None:
+                return median(times[impl]) * 1000 if times.get(impl) else None
+
+            row = Row(
+                key,
+                name,
+                "ms",
+                ours=ms(OURS),
+                dockrion=ms(DOCKRION),
+                ceiling=ms(RAW) if kind == "redis" else None,
+                higher=False,
+                target=target,
+                profile=self._replay_profile(kind, whole),
+            )
+            if kind == "redis":
+                row.ceiling_note = note + ", no parsing"
+                row.dockrion_note = ""
+                if row.ours is None:
+                    row.reason = self.ours_redis_reason or ""
+            self.rows.append(row)
+
+    async def memory_replay(self) -> None:
+        self._replay_rows("memory", ("4a", "4b"), await self._replay("memory"), (None, None))
+
+    async def redis_replay(self) -> None:
+        self._replay_rows(
+            "redis",
+            ("4c", "4d"),
+            await self._replay("redis"),
+            (Target(min_ratio=100.0), Target(min_ratio=2.0)),
+        )
+
+    # -- row 6: two publisher processes ----------------------------------------------------------
+
+    async def _two_publishers(self, impl: str, n: int) -> tuple[float, int, int]:
+        """Wall-clock throughput of two processes publishing ``n`` each to one run, the number
+        of stored events and of duplicate sequences among them."""
+        run_id = self.rid("procs")
+        env = {**os.environ, "BENCH_REDIS_URL": self.redis_url or ""}
+        root = str(ROOT)
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.publisher",
+                impl,
+                run_id,
+                str(n),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=env,
+                cwd=root,
+            )
+            for _ in range(2)
+        ]
+        try:
+            for p in procs:
+                assert p.stdout is not None
+                line = await asyncio.wait_for(p.stdout.readline(), 60)
+                if line.strip() != b"ready":
+                    raise RuntimeError(f"publisher process ({impl}) did not start: {line!r}")
+            t0 = time.perf_counter()
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write(b"go\n")
+                await p.stdin.drain()
+            outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 300)
+            wall = time.perf_counter() - t0
+            for p, (out, _err) in zip(procs, outs, strict=True):
+                if p.returncode != 0:
+                    raise RuntimeError(f"publisher process ({impl}) exited with {p.returncode}")
+                json.loads(out.decode().strip().splitlines()[-1])
+            entries = await self.raw.xrange(ceiling.stream_key(run_id), "-", "+")
+            seqs = scenarios.sequences_in_stream(entries)
+            return 2 * n / wall, len(seqs), len(seqs) - len(set(seqs))
+        finally:
+            for p in procs:
+                if p.returncode is None:
+                    p.kill()
+                    await p.wait()
+            await self.cleanup(run_id)
+
+    async def two_processes(self) -> None:
+        n = self.sizes.procs_n
+        rate: dict[str, float] = {}
+        dups: dict[str, tuple[int, int]] = {}
+        for impl in (OURS, DOCKRION, RAW):
+            if impl == OURS and not self.ours_on("redis"):
+                continue
+            self.progress.step(f"two publisher processes: {impl}")
+            rate[impl], stored, dup = await self._two_publishers(impl, n)
+            dups[impl] = (stored, dup)
+        name = f"two publisher processes, one Redis run, {n:,} events each"
+        thr = Row(
+            "6a",
+            name + ": throughput",
+            "ev/s",
+            ours=rate.get(OURS),
+            dockrion=rate.get(DOCKRION),
+            ceiling=rate.get(RAW),
+            ceiling_note="raw, 2 processes",
+            target=None,
+            reason=self.ours_redis_reason or "",
+        )
+        uniq = Row(
+            "6b",
+            name + ": duplicate sequences in the stored run",
+            "dups",
+            ours=float(dups[OURS][1]) if OURS in dups else None,
+            dockrion=float(dups[DOCKRION][1]) if DOCKRION in dups else None,
+            ours_note=f"of {dups[OURS][0]:,} stored" if OURS in dups else "",
+            dockrion_note=f"of {dups[DOCKRION][0]:,} stored" if DOCKRION in dups else "",
+            target=Target(max_value=0, text="0 duplicates"),
+            higher=False,
+            reason=self.ours_redis_reason or "",
+        )
+        self.rows += [thr, uniq]
+
+
+# -- widget rows ---------------------------------------------------------------------------------
+
+
+def widget_rows(quick: bool, timeout: float = 420.0) -> list[Row]:
+    """Row 7 from ``bench/widget_bench.py`` (the widget's harness), run in a child process so
+    a browser problem cannot take the bench down; "not measured" with the reason otherwise."""
+    path = Path(__file__).with_name("widget_bench.py")
+    name = "widget: publish -> rendered in headless Chromium"
+    if not path.exists():
+        return [Row("7a", name, "", reason="bench/widget_bench.py not present")]
+    root = str(path.parent.parent)
+    code = (
+        "import json, sys, bench.widget_bench as w; "
+        f"r = w.run({quick!r}); sys.stdout.write('\\n@@RESULT ' + json.dumps(r, default=str))"
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": root},
+        )
+    except subprocess.TimeoutExpired:
+        return [Row("7a", name, "", reason=f"widget_bench.run did not finish in {timeout:.0f} s")]
+    marker = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@RESULT ")]
+    if proc.returncode != 0 or not marker:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]
+        return [Row("7a", name, "", reason=f"widget_bench.run failed: {tail}")]
+    result = json.loads(marker[-1][len("@@RESULT ") :])
+    if not isinstance(result, dict) or not result:
+        return [Row("7a", name, "", reason=f"widget_bench.run returned {result!r}")]
+    rows = []
+    for i, (k, v) in enumerate(result.items()):
+        key = f"7{chr(ord('a') + i)}"
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            unit = (
+                "ev/s"
+                if "per_s" in k or k.endswith("_eps")
+                else ("s" if k.endswith(("_s", "_seconds", "seconds")) else "")
+            )
+            row = Row(key, f"widget: {k}", unit, ours=float(v), dockrion_note="no widget")
+        else:
+            row = Row(key, f"widget: {k}", "", ours=None, reason=str(v)[:200])
+            row.ours_note = str(v)
+        rows.append(row)
+    return rows
+
+
+# -- profiles ------------------------------------------------------------------------------------
+
+BUCKETS = (
+    ("dockrion_nb", "dockrion_nb (ours)"),
+    ("pydantic", "pydantic"),
+    ("/redis/", "redis-py"),
+    ("hiredis", "redis-py"),
+    ("selectors", "waiting for I/O (selectors)"),
+    ("{method 'poll'", "waiting for I/O (selectors)"),
+    ("{method 'control'", "waiting for I/O (selectors)"),
+    ("asyncio", "asyncio"),
+    ("json", "json"),
+    ("copy.py", "copy (pydantic model_copy)"),
+    ("uuid", "uuid"),
+)
+
+
+def _bucket(label: str) -> str:
+    for needle, name in BUCKETS:
+        if needle in label:
+            return name
+    return "other"
+
+
+def profile_text(prof: cProfile.Profile, top: int = 14) -> str:
+    """Where the time went: own time per package, then the top functions by own time."""
+    stats = pstats.Stats(prof)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    totals: dict[str, float] = {}
+    for (filename, line, func), (_cc, _nc, tt, _ct, _callers) in raw.items():
+        label = f"{filename}:{line}({func})" if filename != "~" else func
+        bucket = _bucket(label)
+        totals[bucket] = totals.get(bucket, 0.0) + tt
+    whole = sum(totals.values()) or 1.0
+    lines = [
+        "own time by package: "
+        + ", ".join(
+            f"{k} {v / whole:.0%}" for k, v in sorted(totals.items(), key=lambda kv: -kv[1])
+        )
+    ]
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).strip_dirs().sort_stats("tottime").print_stats(top)
+    body = buf.getvalue()
+    start = body.find("   ncalls")
+    lines.append(body[start:].rstrip() if start >= 0 else body.rstrip())
+    return "\n".join(lines)
+
+
+async def run_profiles(rows: list[Row], progress: Progress) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for row in rows:
+        if row.met is False and row.profile is not None:
+            progress.step(f"profile {row.key}")
+            prof = cProfile.Profile()
+            await row.profile(prof)
+            out[row.key] = profile_text(prof)
+    return out
+
+
+# -- entry point -----------------------------------------------------------------------------------
+
+
+def planned_steps(s: Sizes, redis: bool, profiles: bool) -> int:
+    steps = 3 * s.mem_repeats * 2 + s.lat_repeats * 2 + 3 + 2
+    if redis:
+        steps += 3 * s.redis_repeats * 3 + s.redis_repeats * 2 + s.lat_repeats * 3 + 3 + 3 + 3
+    return steps + 1 + (4 if profiles else 0)
+
+
+@contextlib.contextmanager
+def redis_server(url: str | None, enabled: bool) -> Iterator[str | None]:
+    if not enabled:
+        yield None
+        return
+    if url:
+        yield url
+        return
+    with BenchServer() as server:
+        yield server.url
+
+
+@dataclass
+class Outcome:
+    rows: list[Row]
+    machine: dict[str, str]
+    profiles: dict[str, str]
+    markdown: str
+    seconds: float
+
+
+async def measure(
+    sizes: Sizes, redis_url: str | None, progress: Progress, profiles: bool
+) -> tuple[list[Row], str, dict[str, str]]:
+    bench = Bench(sizes, redis_url, progress)
+    rows = await bench.run()
+    profs: dict[str, str] = {}
+    if profiles:
+        if redis_url:
+            import redis.asyncio as aioredis
+
+            bench.raw = aioredis.from_url(redis_url, max_connections=1024)
+        try:
+            profs = await run_profiles(rows, progress)
+        finally:
+            if bench.raw is not None:
+                await ceiling.delete_run_keys(bench.raw, bench.marker)
+                await bench.raw.aclose()
+    return rows, bench.server_version, profs
+
+
+def run_bench(
+    sizes: Sizes,
+    *,
+    redis: bool = True,
+    redis_url: str | None = None,
+    widget: bool = True,
+    profiles: bool = True,
+    progress: Progress | None = None,
+    command: str = "python -m bench",
+) -> Outcome:
+    started = time.monotonic()
+    progress = progress or Progress(planned_steps(sizes, redis, profiles))
+    with redis_server(redis_url, redis) as url:
+        rows, server, profs = asyncio.run(measure(sizes, url, progress, profiles))
+    if widget:
+        progress.step("widget (headless Chromium)")
+        rows += widget_rows(sizes.name != "full")
+    progress.done()
+    info = machine(server if redis else "not used (--no-redis)")
+    seconds = time.monotonic() - started
+    md = results_markdown(rows, info, profs, sizes, command, seconds, bool(redis_url))
+    return Outcome(rows, info, profs, md, seconds)
+
+
+def results_markdown(
+    rows: list[Row],
+    info: dict[str, str],
+    profs: dict[str, str],
+    sizes: Sizes,
+    command: str,
+    seconds: float,
+    external: bool,
+) -> str:
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    out = [
+        "# Benchmarks: dockrion-nb vs Dockrion 0.0.3 vs the raw Redis ceiling",
+        "",
+        f"`{command}` ({sizes.name} mode), {now}, {seconds:.0f} s. Every figure in a row was "
+        "measured in this one run; only ratios are comparable across machines. Ratio > 1 means "
+        "ours is better (faster, or more per second).",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in info.items()),
+        "",
+        "## Results",
+        "",
+        table(rows),
+        "",
+        "## How it is measured",
+        "",
+        "- Same payloads (token events cycling through a fixed word list), same config on both "
+        f"sides (max_events_per_run={BenchConfig().max_events_per_run:,}, "
+        f"ttl={BenchConfig().stream_ttl_seconds} s, connection pool "
+        f"{BenchConfig().connection_pool_size}: Dockrion needs one connection per "
+        "subscriber), the same asyncio loop, each side in the same process run, order "
+        "alternating between repeats; "
+        + (
+            "full mode reports medians (latency percentiles pool all repeats)."
+            if sizes.name == "full"
+            else "quick mode: one repeat, smaller Redis sizes."
+        ),
+        "- Events are built before the clock starts (ours without a sequence, which the bus "
+        "assigns; Dockrion's numbered as its StreamContext does); publish rows time `publish` "
+        "(store + deliver) only.",
+        "- delivered = events received / events published, for the worst subscriber. "
+        "Subscribers are waited for until they have everything or receive nothing for "
+        f"{sizes.settle} s; fan-out rows time from the first publish to the last delivery.",
+        "- Ours subscribes with `subscribe(run_id, from_sequence=1)` (gapless); Dockrion with "
+        "`subscribe(run_id)` (live only), attached before publishing starts.",
+        "- Dockrion's loggers write to /dev/null instead of stdout (one JSON line per dropped "
+        "event would bury the table); they still format every record.",
+        "- Redis ceiling: redis-py asyncio (hiredis) pipelines of XADD (MAXLEN ~) + PUBLISH "
+        "per event and one EXPIRE per round trip, JSON encoding included, no models.",
+        "- Replay: Dockrion's 100,000-event Redis stream is written with raw pipelined XADD in "
+        "exactly the fields its `store_event` writes (its own publish would take about a "
+        "minute); ours is written by `publish_many`. Both read with `get_events` (parsed models).",
+        "- Two processes: each side's `StreamContext.emit_token` in two child processes started "
+        "together; duplicates are counted over the `sequence` field of the stored stream.",
+        "- Redis: "
+        + (
+            "the server given with --redis-url"
+            if external
+            else "a private server started by the bench on a free loopback port"
+        )
+        + "; every "
+        "key the bench created is deleted.",
+    ]
+    if profs:
+        out += ["", "## Profiles of missed targets (ours, cProfile, sorted by own time)", ""]
+        for key, text in profs.items():
+            row = next(r for r in rows if r.key == key)
+            out += [f"### {key}: {row.name}", "", "```", text, "```", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="about 1-2 minutes, smaller sizes")
+    parser.add_argument("--redis-url", help="use this server instead of a private one")
+    parser.add_argument("--no-redis", action="store_true", help="memory rows only")
+    parser.add_argument("--no-widget", action="store_true", help="skip the browser rows")
+    parser.add_argument("--no-profile", action="store_true", help="skip missed-target profiles")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the table")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    shown = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
+    if args.redis_url:
+        from dockrion_nb.redaction import mask_url
+
+        shown = shown.replace(args.redis_url, mask_url(args.redis_url))
+    outcome = run_bench(
+        sizes,
+        redis=not args.no_redis,
+        redis_url=args.redis_url,
+        widget=not args.no_widget,
+        profiles=not args.no_profile,
+        command=shown,
+    )
+    print(table(outcome.rows))
+    args.output.write_text(outcome.markdown)
+    print(f"\nwritten to {args.output}", file=sys.stderr)
+    return 0

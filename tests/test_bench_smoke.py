@@ -1,0 +1,74 @@
+"""The bench's code paths with tiny sizes, so ``python -m bench`` never rots.
+
+Nothing here checks speed (figures from tiny runs mean nothing); it checks that every row is
+produced against real servers with the table's structure, and the behaviour the rows report:
+our subscribers receive every event, Dockrion's two processes collide on sequences.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from bench.progress import Progress
+from bench.report import COLUMNS, HEADER
+from bench.runner import TINY, run_bench, widget_rows
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.timeout(120),
+    # Dockrion 0.0.3 calls redis-py's deprecated close(); not ours to fix.
+    pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning"),
+]
+
+MEMORY_KEYS = {"1a", "1b", "1c", "3a", "3b", "4a", "4b", "5a"}
+REDIS_KEYS = {"2a", "2b", "2c", "2d", "3c", "3d", "4c", "4d", "5b", "6a", "6b"}
+
+
+def test_tiny_bench_produces_every_row_with_the_table_structure(redis_url: str) -> None:
+    stream = io.StringIO()
+    outcome = run_bench(
+        TINY, redis_url=redis_url, widget=False, profiles=True, progress=Progress(40, stream)
+    )
+    rows = {row.key: row for row in outcome.rows}
+    assert set(rows) == MEMORY_KEYS | REDIS_KEYS
+
+    for key in MEMORY_KEYS:
+        assert rows[key].ours is not None and rows[key].dockrion is not None, key
+        assert rows[key].ratio is not None and rows[key].ratio > 0, key
+    for key in ("1b", "1c", "5a"):
+        assert rows[key].ours_delivered == 1.0, key
+    for key in REDIS_KEYS - {"2d"}:
+        assert rows[key].dockrion is not None, key
+    for key in ("2a", "2b", "2c", "2d", "3c", "3d", "4c", "4d", "5b", "6a"):
+        assert rows[key].ceiling is not None and rows[key].ceiling > 0, key
+    # Dockrion numbers events per process: every sequence of one process repeats in the other.
+    assert rows["6b"].dockrion == TINY.procs_n
+    if rows["6b"].ours is not None:
+        assert rows["6b"].ours == 0
+        assert rows["2b"].ours_delivered == 1.0
+    else:
+        assert rows["6b"].reason
+
+    lines = outcome.markdown.splitlines()
+    start = lines.index(HEADER)
+    body = lines[start + 2 : start + 2 + len(rows)]
+    assert lines[start + 1] == "|" + "---|" * COLUMNS
+    assert all(line.count(" | ") == COLUMNS - 1 for line in body), body
+    for field in ("CPU", "cores", "Python", "redis-py", "server", "load average"):
+        assert any(line.startswith(f"| {field}") for line in lines), field
+    assert "Redis" in outcome.machine["server"] or "Valkey" in outcome.machine["server"]
+    assert "\r" not in outcome.markdown
+    assert stream.getvalue()  # the progress bar was drawn
+    for key, text in outcome.profiles.items():
+        assert rows[key].met is False
+        assert "ncalls" in text
+
+
+def test_widget_row_says_why_when_not_measured() -> None:
+    rows = widget_rows(quick=True, timeout=0.001)
+    assert rows and all(r.key.startswith("7") for r in rows)
+    for row in rows:
+        if row.ours is None:
+            assert row.reason
