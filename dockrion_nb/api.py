@@ -100,7 +100,8 @@ def build_config(
                  if v is not None]
         if given:
             flags = ", ".join("--" + g.replace("_", "-") for g in given)
-            raise ConfigError(f"{flags} only apply to the redis backend (backend is memory)")
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ConfigError(f"{flags} {verb} only to the redis backend (backend is memory)")
         if max_events is not None:
             data["max_events_per_run"] = max_events
         elif "max_events_per_run" in defaults and dockfile is None:
@@ -500,7 +501,7 @@ def publish(
     Returns the event as stored, with its sequence."""
     validate_run_id(run_id)
     if isinstance(event, str):
-        model = make_event(event, run_id, **fields)
+        model = user_event(event, run_id, fields)
     elif isinstance(event, BaseEvent):
         model = event
     else:
@@ -540,23 +541,29 @@ def parse_fields(tokens: Iterable[str]) -> dict[str, Any]:
     return out
 
 
+def user_event(event_type: str, run_id: str, fields: Mapping[str, Any]) -> BaseEvent:
+    """An event a user asked to publish: a built-in type, ``custom:<name>``, or a bare name
+    (made ``custom:<name>``). ``gap`` is refused: subscribers make those."""
+    if event_type == GAP_TYPE:
+        raise EventValidationError("'gap' events are made by subscribers, not published")
+    given_run = fields.get("run_id", run_id)
+    if given_run != run_id:
+        raise EventValidationError(f"event is for run {given_run!r}, not {run_id!r}")
+    data = {k: v for k, v in fields.items() if k not in ("type", "run_id")}
+    if event_type in EVENT_CLASSES or event_type.startswith(CUSTOM_PREFIX):
+        return parse_event({"type": event_type, "run_id": run_id, **data})
+    return make_event(event_type, run_id, **data)
+
+
 def _event_from_item(item: Any, run_id: str) -> BaseEvent:
     if not isinstance(item, Mapping):
         raise EventValidationError(
             f"expected an event object with a 'type', got {type(item).__name__}"
         )
-    fields = dict(item)
-    kind = fields.pop("type", None)
+    kind = item.get("type")
     if not isinstance(kind, str) or not kind:
         raise EventValidationError("event has no 'type' field")
-    if kind == GAP_TYPE:
-        raise EventValidationError("'gap' events are made by subscribers, not published")
-    given_run = fields.pop("run_id", run_id)
-    if given_run != run_id:
-        raise EventValidationError(f"event is for run {given_run!r}, not {run_id!r}")
-    if kind in EVENT_CLASSES or kind.startswith(CUSTOM_PREFIX):
-        return parse_event({"type": kind, "run_id": run_id, **fields})
-    return make_event(kind, run_id, **fields)
+    return user_event(kind, run_id, item)
 
 
 def _yaml_items(text: str) -> list[tuple[int, Any]]:
@@ -973,5 +980,6 @@ __all__ = [
     "to_dataframe",
     "trace",
     "use_backend",
+    "user_event",
     "watch",
 ]

@@ -48,7 +48,7 @@ def test_build_config_defaults_to_memory_and_a_url_means_redis() -> None:
 
 
 def test_build_config_rejects_redis_options_on_memory() -> None:
-    with pytest.raises(ConfigError, match=r"--url, --ttl only apply to the redis backend"):
+    with pytest.raises(ConfigError, match=r"--url, --ttl apply only to the redis backend"):
         api.build_config("memory", url="redis://x", ttl=60)
 
 
