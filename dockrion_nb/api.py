@@ -196,8 +196,49 @@ def type_matches(event_type: str, types: Sequence[str] | None) -> bool:
     return event_type.startswith(CUSTOM_PREFIX) and "custom" in types
 
 
-def _no_events(run_id: str, eng: Engine) -> NoEventsError:
-    return NoEventsError(f"no events for run {run_id} on {eng.location()}")
+def no_events(run_id: str, location: str) -> NoEventsError:
+    """``no events for run X on redis at redis://***@host:6379/0``."""
+    return NoEventsError(f"no events for run {run_id} on {location}")
+
+
+async def aselect_events(
+    bus: EventBus,
+    run_id: str,
+    *,
+    from_sequence: int = 1,
+    last: int | None = None,
+    types: str | Iterable[str] | None = None,
+    location: str = "",
+) -> list[BaseEvent]:
+    """``select_events`` on a bus, for async callers (the CLI) and the engine."""
+    validate_run_id(run_id)
+    if from_sequence < 1:
+        raise ValueError(f"--from must be 1 or more, not {from_sequence}")
+    if last is not None and last < 1:
+        raise ValueError(f"--last must be 1 or more, not {last}")
+    wanted = check_types(types)
+    start = from_sequence
+    if last is not None and not wanted:
+        # Read only the tail, not the whole stream.
+        with contextlib.suppress(BackendError):
+            found = [s for s in await bus.list_runs(run_id) if s.run_id == run_id]
+            if found and found[0].last_sequence:
+                start = max(from_sequence, found[0].last_sequence - last + 1)
+    stored = await bus.get_events(run_id, start)
+    if not stored:
+        everything = stored if start <= 1 else await bus.get_events(run_id, 0)
+        if not everything:
+            raise no_events(run_id, location or bus.backend_name)
+        raise NoEventsError(
+            f"run {run_id} has no events from sequence {from_sequence} "
+            f"(its last sequence is {everything[-1].sequence})"
+        )
+    selected = [e for e in stored if type_matches(e.type, wanted)]
+    if last is not None:
+        selected = selected[-last:]
+    if not selected:
+        raise NoEventsError(f"run {run_id} has no {', '.join(wanted or [])} events")
+    return selected
 
 
 def select_events(
@@ -212,36 +253,17 @@ def select_events(
 
     Raises ``NoEventsError`` naming the run and the backend when nothing matches.
     """
-    validate_run_id(run_id)
-    if from_sequence < 1:
-        raise ValueError(f"--from must be 1 or more, not {from_sequence}")
-    if last is not None and last < 1:
-        raise ValueError(f"--last must be 1 or more, not {last}")
-    wanted = check_types(types)
     eng = engine or get_engine()
-    bus = eng.bus
-    start = from_sequence
-    if last is not None and not wanted:
-        # Read only the tail, not the whole stream.
-        with contextlib.suppress(BackendError):
-            found = [s for s in eng.run(bus.list_runs(run_id)) if s.run_id == run_id]
-            if found and found[0].last_sequence:
-                start = max(from_sequence, found[0].last_sequence - last + 1)
-    stored = eng.run(bus.get_events(run_id, start))
-    if not stored:
-        everything = stored if start <= 1 else eng.run(bus.get_events(run_id, 0))
-        if not everything:
-            raise _no_events(run_id, eng)
-        raise NoEventsError(
-            f"run {run_id} has no events from sequence {from_sequence} "
-            f"(its last sequence is {everything[-1].sequence})"
+    return eng.run(
+        aselect_events(
+            eng.bus,
+            run_id,
+            from_sequence=from_sequence,
+            last=last,
+            types=types,
+            location=eng.location(),
         )
-    selected = [e for e in stored if type_matches(e.type, wanted)]
-    if last is not None:
-        selected = selected[-last:]
-    if not selected:
-        raise NoEventsError(f"run {run_id} has no {', '.join(wanted or [])} events")
-    return selected
+    )
 
 
 # -- displaying events and runs ---------------------------------------------------------------
@@ -839,7 +861,7 @@ class TracePrinter:
         if self.t0 is None:
             self.t0 = event.timestamp
         seq = str(event.sequence) if event.sequence else "-"
-        return f"{seq:>5}  {_offset(event, self.t0):>8}  {event.type:<14} "
+        return f"{seq:>5}  {_offset(event, self.t0):>8}  {event.type:<16} "
 
     def feed(self, event: BaseEvent) -> None:
         self.count += 1
@@ -858,7 +880,7 @@ class TracePrinter:
             self.stream.flush()
             return
         self._end_tokens()
-        self.stream.write(self._head(event) + safe_text(summarize(event)).rstrip() + "\n")
+        self.stream.write((self._head(event) + safe_text(summarize(event))).rstrip() + "\n")
         self.stream.flush()
 
     def _end_tokens(self) -> None:
@@ -887,7 +909,7 @@ async def simulate_agent(
     fail: bool = False,
     seed: int | None = None,
 ) -> BaseEvent | None:
-    """A made-up agent run with realistic timing (about 4 s at ``speed`` 1): started, a plan
+    """A made-up agent run with realistic timing (about 3 s at ``speed`` 1): started, a plan
     step, a tool call, progress, a checkpoint, a streamed answer and complete, or an error
     after the tool call when ``fail``. Returns the terminal event."""
     rng = random.Random(seed)
@@ -964,10 +986,12 @@ __all__ = [
     "RunTable",
     "Trace",
     "TracePrinter",
+    "aselect_events",
     "backend_settings",
     "build_config",
     "check_types",
     "jsonable",
+    "no_events",
     "output_of",
     "parse_events_text",
     "parse_fields",

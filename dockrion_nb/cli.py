@@ -1,0 +1,348 @@
+"""``dockrion-nb``: the notebook's verbs from a terminal.
+
+``publish``, ``tail`` (follow a run live), ``replay``, ``runs`` and ``demo`` (a simulated agent
+run), with the same backend options as ``%stream_backend``. With Redis (``--url`` or
+``REDIS_URL``) a terminal can publish while a notebook watches, or the other way round; on the
+memory backend ``demo`` prints the whole trace here, no notebook needed.
+
+Exit codes: 0 success (a followed run completed), 1 a followed run ended in ``error`` or
+``cancelled``, 2 any error (one line on stderr), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import IO, Any, NoReturn
+
+from . import __version__, api
+from .backends import BackendError, build_backend
+from .backends.factory import BackendFallbackWarning
+from .bus import EventBus
+from .config import ConfigError, StreamingConfig
+from .context import StreamContext
+from .engine import backend_location
+from .events import EventValidationError, validate_run_id
+from .redaction import scrub
+
+PROG = "dockrion-nb"
+MEMORY_HINT = (
+    " (the memory backend only sees this process; use --url or REDIS_URL to share runs "
+    "between processes)"
+)
+
+
+class CommandError(Exception):
+    """A one-line error for the user; exit code 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with errors on one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def build_parser() -> ArgumentParser:
+    backend = ArgumentParser(add_help=False)
+    group = backend.add_argument_group("backend (as %stream_backend)")
+    group.add_argument("--backend", choices=["memory", "redis"],
+                       help="default: redis when --url or REDIS_URL is set, else memory")
+    group.add_argument("--url", help="Redis URL (default: $REDIS_URL)")
+    group.add_argument("--ttl", type=int, metavar="SECONDS",
+                       help="stream_ttl_seconds, 60..604800 (default 3600)")
+    group.add_argument("--max-events", type=int, metavar="N",
+                       help="max_events_per_run, 10..100000 (default 1000)")
+    group.add_argument("--pool-size", type=int, metavar="N", help="connection_pool_size")
+    group.add_argument("--dockfile", metavar="PATH",
+                       help="read the streaming: section of a Dockfile")
+
+    parser = ArgumentParser(
+        prog=PROG,
+        description="Publish, follow, replay and list Dockrion streaming runs.",
+        epilog="Exit codes: 0 ok, 1 the run ended in error/cancelled, 2 error, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("publish", parents=[backend], help="publish events to a run",
+                       description="Publish one event (TYPE key=value ...) or a file of events "
+                       "(JSON Lines or a YAML list; '-' reads stdin), validated whole first.")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("event_type", nargs="?", metavar="TYPE",
+                   help="started, progress, token, step, checkpoint, heartbeat, complete, "
+                   "error, cancelled, or a custom name")
+    p.add_argument("fields", nargs="*", metavar="key=value",
+                   help="event fields; values are JSON when they parse")
+    p.add_argument("--file", "-f", metavar="PATH", help="events file, or - for stdin")
+    p.add_argument("--json", action="store_true", help="print the stored events as JSON Lines")
+
+    p = sub.add_parser("tail", parents=[backend], help="follow a run live until it ends",
+                       description="Print a run's events (stored ones first, then live ones) "
+                       "until its terminal event. A run that has not started yet is waited for.")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--from", dest="from_sequence", type=int, default=1, metavar="N")
+    p.add_argument("--type", dest="types", nargs="+", action="extend", metavar="T")
+    p.add_argument("--json", action="store_true", help="JSON Lines (the wire form)")
+    p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                   help="give up after this long without the run ending")
+
+    p = sub.add_parser("replay", parents=[backend], help="print a run's stored events")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--from", dest="from_sequence", type=int, default=1, metavar="N")
+    p.add_argument("--last", type=int, metavar="N")
+    p.add_argument("--type", dest="types", nargs="+", action="extend", metavar="T")
+    p.add_argument("--json", action="store_true", help="JSON Lines (the wire form)")
+
+    p = sub.add_parser("runs", parents=[backend], help="list the runs the backend holds")
+    p.add_argument("pattern", nargs="?", metavar="PATTERN", help="glob on the run id")
+    p.add_argument("--json", action="store_true", help="one JSON object per run")
+
+    p = sub.add_parser("demo", parents=[backend], help="publish a simulated agent run",
+                       description="A made-up agent run with realistic timing (about 3 s): "
+                       "started, steps, progress, a streamed answer, a checkpoint, complete. "
+                       "Its trace is printed as it happens.")
+    p.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: demo-<random>")
+    p.add_argument("--error", action="store_true", help="the run fails (an error event)")
+    speed = p.add_mutually_exclusive_group()
+    speed.add_argument("--speed", type=_positive_float, default=1.0, metavar="X",
+                       help="X times faster than real time (default 1)")
+    speed.add_argument("--fast", action="store_true", help="no pauses at all")
+    p.add_argument("--json", action="store_true", help="JSON Lines (the wire form)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the final line")
+    return parser
+
+
+def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> StreamingConfig:
+    """The backend the options ask for; Redis when a URL is given or ``REDIS_URL`` is set."""
+    backend = args.backend
+    if backend is None and args.dockfile is None:
+        backend = "redis" if (args.url or environ.get("REDIS_URL")) else "memory"
+    return api.build_config(
+        backend,
+        url=args.url,
+        ttl=args.ttl,
+        max_events=args.max_events,
+        pool_size=args.pool_size,
+        dockfile=args.dockfile,
+        environ=environ,
+    )
+
+
+class Session:
+    """One connected backend for the length of a command."""
+
+    def __init__(self, cfg: StreamingConfig, environ: Mapping[str, str]) -> None:
+        self.cfg = cfg
+        self.environ = environ
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BackendFallbackWarning)
+            self.backend = build_backend(cfg, environ=environ)
+        self.bus = EventBus(self.backend)
+        self.location = backend_location(self.backend.describe())
+        self.fallback_reason: str | None = getattr(self.backend, "fallback_reason", None)
+
+    def no_events_hint(self) -> str:
+        return MEMORY_HINT if self.backend.name == "memory" else ""
+
+
+Command = Callable[[argparse.Namespace, Session, IO[str], IO[str]], Awaitable[int]]
+
+
+async def cmd_publish(args: argparse.Namespace, s: Session, out: IO[str], err: IO[str]) -> int:
+    run_id = validate_run_id(args.run_id)
+    if args.file is not None:
+        if args.event_type is not None or args.fields:
+            raise CommandError("give either TYPE [key=value ...] or --file, not both")
+        text = sys.stdin.read() if args.file == "-" else _read(args.file)
+        events = api.parse_events_text(text, run_id)
+    elif args.event_type is not None:
+        events = [api.user_event(args.event_type, run_id, api.parse_fields(args.fields))]
+    else:
+        raise CommandError("give the event: TYPE [key=value ...], or --file PATH (- for stdin)")
+    stored = await s.bus.publish_many(run_id, events)
+    for event in stored:
+        if args.json:
+            out.write(event.to_json() + "\n")
+        else:
+            out.write(f"published {event.type} #{event.sequence} to run {run_id}\n")
+    if not args.json and len(stored) > 1:
+        err.write(f"{len(stored)} events published to run {run_id} on {s.location}\n")
+    return 0
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _exit_for(last: Any) -> int:
+    return 0 if last is not None and last.type == "complete" else 1
+
+
+async def cmd_tail(args: argparse.Namespace, s: Session, out: IO[str], err: IO[str]) -> int:
+    run_id = validate_run_id(args.run_id)
+    if args.from_sequence < 1:
+        raise CommandError(f"--from must be 1 or more, not {args.from_sequence}")
+    types = api.check_types(args.types)
+    if not await s.bus.get_events(run_id, args.from_sequence):
+        err.write(f"waiting for run {run_id} on {s.location} (Ctrl-C to stop)\n")
+        err.flush()
+    printer = api.TracePrinter(out, as_json=args.json)
+    follow = api.follow_run(s.bus, run_id, printer, from_sequence=args.from_sequence, types=types)
+    try:
+        last = await asyncio.wait_for(follow, args.timeout)
+    except TimeoutError:
+        printer.close()
+        seen = f"after {printer.count} events" if printer.count else "with no events"
+        raise CommandError(
+            f"run {run_id} did not end within {args.timeout:g} s ({seen})"
+        ) from None
+    if last is None:
+        raise CommandError(f"the subscription to run {run_id} ended before the run did")
+    return _exit_for(last)
+
+
+async def cmd_replay(args: argparse.Namespace, s: Session, out: IO[str], err: IO[str]) -> int:
+    try:
+        events = await api.aselect_events(
+            s.bus,
+            args.run_id,
+            from_sequence=args.from_sequence,
+            last=args.last,
+            types=args.types,
+            location=s.location,
+        )
+    except api.NoEventsError as exc:
+        raise CommandError(f"{exc}{s.no_events_hint()}") from None
+    printer = api.TracePrinter(out, as_json=args.json)
+    for event in events:
+        printer.feed(event)
+    printer.close()
+    return 0
+
+
+async def cmd_runs(args: argparse.Namespace, s: Session, out: IO[str], err: IO[str]) -> int:
+    table = api.RunTable(await s.bus.list_runs(args.pattern or None), s.location)
+    if args.json:
+        for row in table:
+            out.write(json.dumps({**dataclasses.asdict(row), "status": row.status}) + "\n")
+    else:
+        out.write(repr(table) + "\n")
+        if not table and s.backend.name == "memory":
+            err.write(MEMORY_HINT.strip(" ()") + "\n")
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, s: Session, out: IO[str], err: IO[str]) -> int:
+    run_id = validate_run_id(args.run_id or f"demo-{uuid.uuid4().hex[:8]}")
+    speed = 0.0 if args.fast else args.speed
+    if not args.quiet:
+        err.write(f"demo run {run_id} on {s.location}")
+        if s.backend.name == "redis":
+            err.write(f"; follow it elsewhere with: {PROG} tail {run_id}")
+        err.write("\n")
+        err.flush()
+    printer = api.TracePrinter(out if not args.quiet else io.StringIO(), as_json=args.json)
+    follower = asyncio.create_task(api.follow_run(s.bus, run_id, printer))
+    await asyncio.sleep(0)  # subscribed before the first event; replay covers it anyway
+    t0 = time.perf_counter()
+    ctx = StreamContext(run_id, s.bus)
+    try:
+        final = await api.simulate_agent(ctx, speed=speed, fail=args.error)
+        last = await asyncio.wait_for(follower, 30)
+    finally:
+        follower.cancel()
+        with contextlib.suppress(BaseException):
+            await follower
+    took = time.perf_counter() - t0
+    status = final.type if final is not None else "unknown"
+    err.write(f"run {run_id}: {status} after {took:.1f} s, {printer.count} events\n")
+    return _exit_for(last)
+
+
+COMMANDS: dict[str, Command] = {
+    "publish": cmd_publish,
+    "tail": cmd_tail,
+    "replay": cmd_replay,
+    "runs": cmd_runs,
+    "demo": cmd_demo,
+}
+
+USER_ERRORS = (
+    CommandError,
+    ConfigError,
+    BackendError,
+    EventValidationError,
+    ValueError,
+    LookupError,
+    TimeoutError,
+)
+
+
+async def _run(
+    args: argparse.Namespace, environ: Mapping[str, str], out: IO[str], err: IO[str]
+) -> int:
+    session = Session(config_from(args, environ), environ)
+    if session.fallback_reason:
+        err.write(f"warning: {session.fallback_reason}\n")
+    try:
+        await session.backend.ping()
+        return await COMMANDS[args.command](args, session, out, err)
+    finally:
+        with contextlib.suppress(Exception):
+            await session.bus.close()
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    env = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(_run(args, env, out, err))
+    except KeyboardInterrupt:
+        err.write("\n")
+        return 130
+    except USER_ERRORS as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        err.write(f"{PROG}: error: {scrub(message)}\n")
+        return 2
+    except BrokenPipeError:  # `dockrion-nb replay ... | head`
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
