@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-
 from servers import PrivateServer
 
 STRICT = os.environ.get("DOCKRION_NB_STRICT_SKIPS") == "1"

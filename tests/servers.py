@@ -62,12 +62,18 @@ class PrivateServer:
     def start(self, timeout: float = 10.0) -> None:
         args = [
             self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--dir", self.dir,
-            "--appendonly", "yes" if self.persist else "no",
-            "--appendfsync", "always",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            self.dir,
+            "--appendonly",
+            "yes" if self.persist else "no",
+            "--appendfsync",
+            "always",
         ]
         if self.password:
             args += ["--requirepass", self.password]

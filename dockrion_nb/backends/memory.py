@@ -132,22 +132,31 @@ class _Subscription:
             self.last_sequence = seq
         return event
 
-    async def events(self) -> AsyncGenerator[EventDict, None]:
-        try:
-            while not self.closed:
-                if self.pending:
-                    yield self._take(self.pending.popleft())
-                    continue
-                if self.behind and self.queue.empty():
-                    self._catch_up()
-                    continue
+    def __aiter__(self) -> _Subscription:
+        return self
+
+    async def __anext__(self) -> EventDict:
+        while not self.closed:
+            if self.pending:
+                return self._take(self.pending.popleft())
+            if self.behind and self.queue.empty():
+                self._catch_up()
+                continue
+            try:
                 item = await self.queue.get()
-                if item is _CLOSED or self.closed:
-                    return
-                yield self._take(item)
-        finally:
-            self.closed = True
-            self.backend._detach(self)
+            except BaseException:
+                await self.aclose()
+                raise
+            if item is _CLOSED or self.closed:
+                break
+            return self._take(item)
+        await self.aclose()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Detach from the backend; safe to call twice, and before the first event."""
+        self.closed = True
+        self.backend._detach(self)
 
 
 class InMemoryBackend:
@@ -199,7 +208,7 @@ class InMemoryBackend:
         self._check_open()
         run_id = run_id_of(channel)
         log_ = self._events.get(run_id)
-        return self._attach(run_id, log_.last_sequence if log_ else 0).events()
+        return self._attach(run_id, log_.last_sequence if log_ else 0)
 
     async def get_events(self, run_id: str, from_sequence: int = 0) -> list[dict[str, Any]]:
         log_ = self._events.get(run_id)
@@ -256,8 +265,11 @@ class InMemoryBackend:
         last = max((replay[-1].get("sequence") or 0) if replay else 0, from_sequence - 1)
         sub = self._attach(run_id, last)
         sub.pending.extend(replay)
-        async for event in sub.events():
-            yield event
+        try:
+            async for event in sub:
+                yield event
+        finally:
+            await sub.aclose()
 
     async def list_runs(self, pattern: str | None = None) -> list[RunSummary]:
         out = []

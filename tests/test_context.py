@@ -1,0 +1,212 @@
+"""StreamContext: Dockrion's agent-author API; sync twins from any thread; filters."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from dockrion_nb import EventBus, EventsFilter, InMemoryBackend, StreamContext
+from dockrion_nb.engine import Engine
+
+
+async def test_async_emitters_produce_each_type_in_order() -> None:
+    bus = EventBus(InMemoryBackend())
+    ctx = StreamContext("r", bus, agent_name="agent", framework="custom")
+    await ctx.emit_started()
+    await ctx.emit_progress("load", 0.5, "half")
+    await ctx.checkpoint("cp", {"k": 1})
+    await ctx.emit_token("Hel")
+    await ctx.emit_step("node", duration_ms=3, input_keys=["a"], output_keys=["b"])
+    await ctx.emit_heartbeat()
+    await ctx.emit("fraud_check", {"score": 0.1})
+    await ctx.emit("fraud_check", score=0.2)
+    await ctx.emit_error("bad", code="E", details={"x": 1})
+    await ctx.emit_cancelled("stop")
+    await ctx.emit_complete({"out": 1}, latency_seconds=0.1)
+    events = await bus.get_events("r")
+    assert [e.type for e in events] == [
+        "started",
+        "progress",
+        "checkpoint",
+        "token",
+        "step",
+        "heartbeat",
+        "custom:fraud_check",
+        "custom:fraud_check",
+        "error",
+        "cancelled",
+        "complete",
+    ]
+    assert [e.sequence for e in events] == list(range(1, 12))
+    assert events[0].agent_name == "agent"  # type: ignore[attr-defined]
+    assert events[6].score == 0.1 and events[7].score == 0.2  # type: ignore[attr-defined]
+
+
+async def test_custom_fields_may_not_overwrite_envelope_fields() -> None:
+    ctx = StreamContext("r", EventBus(InMemoryBackend()))
+    with pytest.raises(ValueError, match="reserved names"):
+        await ctx.emit("x", run_id="other")
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [
+        ("minimal", ["started", "complete"]),
+        ("chat", ["started", "progress", "token", "step", "heartbeat", "complete"]),
+        (
+            "debug",
+            [
+                "started",
+                "progress",
+                "checkpoint",
+                "token",
+                "step",
+                "heartbeat",
+                "custom:a",
+                "custom:b",
+                "complete",
+            ],
+        ),
+        (["token", "custom:a"], ["started", "token", "custom:a", "complete"]),
+        (["custom"], ["started", "custom:a", "custom:b", "complete"]),
+    ],
+)
+async def test_filter_presets_and_lists_keep_mandatory_events(
+    preset: str | list[str], expected: list[str]
+) -> None:
+    bus = EventBus(InMemoryBackend())
+    ctx = StreamContext("r", bus, events_filter=preset)
+    await ctx.emit_started()
+    await ctx.emit_progress("p", 0.1)
+    await ctx.checkpoint("c", {})
+    await ctx.emit_token("t")
+    await ctx.emit_step("s")
+    await ctx.emit_heartbeat()
+    await ctx.emit("a", {})
+    await ctx.emit("b", {})
+    await ctx.emit_complete({})
+    assert [e.type for e in await bus.get_events("r")] == expected
+
+
+def test_filter_errors_name_the_bad_entry() -> None:
+    with pytest.raises(ValueError, match="unknown events preset 'chatty'"):
+        EventsFilter("chatty")
+    with pytest.raises(ValueError, match="unknown event type 'tokens'"):
+        EventsFilter(["tokens"])
+    with pytest.raises(ValueError, match="needs a name"):
+        EventsFilter(["custom:"])
+    assert EventsFilter.parse("token, step").is_allowed("step")
+    assert not EventsFilter.parse("token,step").is_allowed("progress")
+
+
+def test_filter_matches_dockrions_decisions() -> None:
+    from dockrion_events.filter import EventsFilter as TheirFilter
+
+    configs: list[str | list[str] | None] = [
+        None,
+        "minimal",
+        "chat",
+        "debug",
+        "all",
+        ["token"],
+        ["custom:x", "step"],
+        ["custom"],
+    ]
+    for cfg in configs:
+        ours, theirs = EventsFilter(cfg), TheirFilter(cfg)
+        for kind in [
+            "started",
+            "complete",
+            "error",
+            "cancelled",
+            "token",
+            "step",
+            "progress",
+            "checkpoint",
+            "heartbeat",
+        ]:
+            assert ours.is_allowed(kind) == theirs.is_allowed(kind), (cfg, kind)
+        for name in ["x", "y"]:
+            assert ours.is_allowed("custom", name) == theirs.is_allowed("custom", name)
+
+
+def test_sync_methods_without_a_running_loop() -> None:
+    backend = InMemoryBackend()
+    bus = EventBus(backend)
+    ctx = StreamContext("r", bus)
+    assert ctx.sync_emit_started()
+    assert ctx.sync_emit_token("a")
+    assert ctx.sync_emit_progress("s", 1.0)
+    assert ctx.sync_checkpoint("c", {"v": 1})
+    assert ctx.sync_emit_step("n", 4)
+    assert ctx.sync_emit_heartbeat()
+    assert ctx.sync_emit("custom_thing", value=1)
+    assert ctx.sync_emit_complete({"ok": True})
+    events = asyncio.run(bus.get_events("r"))
+    assert [e.sequence for e in events] == list(range(1, 9))
+    ctx.close()
+
+
+def test_sync_filtered_events_report_false() -> None:
+    ctx = StreamContext("r", EventBus(InMemoryBackend()), events_filter="minimal")
+    assert ctx.sync_emit_token("x") is False
+    assert ctx.sync_emit_started() is True
+    ctx.close()
+
+
+async def test_sync_methods_inside_a_running_loop_keep_order() -> None:
+    bus = EventBus(InMemoryBackend())
+    ctx = StreamContext("r", bus)
+
+    def agent_code() -> None:  # sync code called from a coroutine
+        ctx.sync_emit_started()
+        for i in range(20):
+            ctx.sync_emit_token(str(i))
+        ctx.sync_emit_complete({})
+
+    agent_code()
+    await ctx.flush()
+    events = await bus.get_events("r")
+    assert [e.type for e in events] == ["started"] + ["token"] * 20 + ["complete"]
+    assert [getattr(e, "content", None) for e in events[1:21]] == [str(i) for i in range(20)]
+
+
+def test_sync_methods_from_another_thread_reach_the_engine_loop() -> None:
+    engine = Engine()
+    try:
+        ctx = engine.context("r")
+        errors: list[BaseException] = []
+
+        def worker(tag: str) -> None:
+            try:
+                for i in range(50):
+                    ctx.sync_emit_token(f"{tag}{i}")
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in "ab"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        events = engine.run(engine.bus.get_events("r"))
+        assert sorted(e.sequence for e in events) == list(range(1, 101))
+        a = [e.content for e in events if e.content.startswith("a")]  # type: ignore[attr-defined]
+        assert a == [f"a{i}" for i in range(50)]
+    finally:
+        engine.shutdown()
+
+
+async def test_async_methods_called_from_another_loop_are_carried_to_the_engine() -> None:
+    engine = Engine()
+    try:
+        ctx = engine.context("r")
+        await ctx.emit_started()
+        await ctx.emit_token("x")
+        events = await engine.arun(engine.bus.get_events("r"))
+        assert [e.type for e in events] == ["started", "token"]
+    finally:
+        engine.shutdown()
