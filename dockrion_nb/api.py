@@ -495,14 +495,7 @@ def replay(
     from .widget import RunView
 
     first = next((e.sequence for e in events if e.sequence), from_sequence)
-    return RunView(
-        run_id,
-        from_sequence=first,
-        types=wanted,
-        live=False,
-        max_events=last,
-        engine=eng,
-    )
+    return RunView(run_id, from_sequence=first, types=wanted, live=False, engine=eng)
 
 
 def runs(pattern: str | None = None, *, engine: Engine | None = None) -> RunTable:

@@ -105,7 +105,7 @@ def user_errors() -> Iterator[None]:
 
 
 def describe_settings(info: dict[str, Any]) -> str:
-    """``redis at redis://***@host:6379/0 (ttl 3600 s, max 1000 events per run, pool 10)``."""
+    """``redis at redis://***@host:6379/0; ttl 3600 s, max 1000 events per run, pool 10``."""
     where = backend_location(info)
     parts = []
     if "stream_ttl_seconds" in info:
@@ -114,7 +114,7 @@ def describe_settings(info: dict[str, Any]) -> str:
         parts.append(f"max {info['max_events_per_run']} events per run")
     if "connection_pool_size" in info:
         parts.append(f"pool {info['connection_pool_size']}")
-    return f"{where} ({', '.join(parts)})" if parts else where
+    return f"{where}; {', '.join(parts)}" if parts else where
 
 
 def cell_traceback(exc: BaseException, filename: str) -> str:
@@ -279,7 +279,7 @@ class StreamMagics(Magics):
         reason = info.get("fallback_reason")
         if reason:
             print(f"warning: {reason}")
-        print(f"stream backend: {describe_settings(info)} - connected")
+        print(f"stream backend: {describe_settings(info)}; connected")
 
     # -- %%publish / %publish ---------------------------------------------------------------
 

@@ -70,13 +70,13 @@ def test_stream_backend_without_arguments_shows_the_active_backend(
 ) -> None:
     line(ip, "stream_backend")
     assert capsys.readouterr().out.strip() == (
-        "stream backend: memory (this process) (max 1000 events per run)"
+        "stream backend: memory (this process); max 1000 events per run"
     )
 
 
 def test_stream_backend_memory_with_max_events(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
     line(ip, "stream_backend memory --max-events 500")
-    assert "memory (this process) (max 500 events per run) - connected" in capsys.readouterr().out
+    assert "memory (this process); max 500 events per run; connected" in capsys.readouterr().out
     assert get_engine().describe()["max_events_per_run"] == 500
 
 
@@ -89,8 +89,8 @@ def test_stream_backend_redis_connects_and_masks_the_password(
         line(ip, f"stream_backend redis --url {server.url} --ttl 120 --max-events 50 --pool-size 3")
         out = capsys.readouterr().out
         assert out.strip() == (
-            f"stream backend: redis at redis://***@127.0.0.1:{server.port}/0 "
-            "(ttl 120 s, max 50 events per run, pool 3) - connected"
+            f"stream backend: redis at redis://***@127.0.0.1:{server.port}/0; "
+            "ttl 120 s, max 50 events per run, pool 3; connected"
         )
         line(ip, "stream_backend")
         out = capsys.readouterr().out
@@ -482,6 +482,10 @@ def test_replay_default_is_the_widget_in_replay_mode(ip: Any, run_r: str) -> Non
     assert view.wait(10) == "complete"
     assert [e.sequence for e in view.events] == list(range(1, 10))
     view.close()
+    tail = line(ip, f"replay {run_r} --last 2")
+    assert tail.wait(10) == "complete"
+    assert [e.sequence for e in tail.events] == [8, 9]
+    tail.close()
     ip.run_line_magic("config", "StreamMagics.replay_as = 'table'")
     assert isinstance(line(ip, f"replay {run_r}"), dockrion_nb.api.EventTable)
 
