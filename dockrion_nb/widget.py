@@ -228,6 +228,10 @@ class RunView(anywidget.AnyWidget):
 
         remover = self._engine.on_switch(switched)
         self._remove_switch_listener = remover if callable(remover) else None
+        self._start(bus)
+
+    def _start(self, bus: EventBus) -> None:
+        """Start following on the engine (last step of the constructor; a test seam)."""
         self._future = self._engine.spawn(self._follow(bus))
 
     # -- Python API ---------------------------------------------------------------------------

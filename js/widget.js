@@ -621,13 +621,15 @@ class RunViewUI {
       this.resetVersion = s.resetVersion;
       this.resetPanels();
     }
+    // The log reads layout (scroll position, viewport height), so it goes first, while the
+    // layout is still clean; the other panels only write.
+    this.drawLog();
     this.drawHeader();
     this.drawBoxes();
     this.drawTokens();
     this.drawProgress();
     this.drawSteps();
     this.drawObjects();
-    this.drawLog();
     this.drawnVersion = s.version;
     this.stats.draws++;
     this.stats.drawMs += performance.now() - t0;
@@ -691,9 +693,13 @@ class RunViewUI {
         (Number.isFinite(age) && age >= 0 && status === "running" ? `, last ${fmtDuration(age)} ago` : "");
       if (this.pulsedAt !== s.heartbeats) {
         this.pulsedAt = s.heartbeats;
-        this.hPulse.classList.remove("drnb-beat");
-        void this.hPulse.offsetWidth; // restart the CSS animation
         this.hPulse.classList.add("drnb-beat");
+        // Web Animations restart without forcing a layout (a CSS class toggle would need one)
+        this.hPulse.getAnimations?.().forEach((a) => a.cancel());
+        this.hPulse.animate?.(
+          [{ transform: "scale(1.8)", opacity: 1 }, { transform: "scale(1)", opacity: 0.5 }],
+          { duration: 900, easing: "ease-out" },
+        );
       }
     }
     this.hPulse.parentElement && (this.hPulse.parentElement.hidden = !s.heartbeats);
