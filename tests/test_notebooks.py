@@ -1,0 +1,132 @@
+"""The tutorials in ``notebooks/`` run top to bottom in a real kernel, and are committed clean.
+
+Each notebook is executed with nbclient in a fresh ``python3`` kernel (the one installed with
+this environment), in a scratch working directory. A notebook fails its test on any error
+output or anything written to stderr, and unless the live view its last cell syncs
+(``view.send_state()``) received the whole run: nbclient saves the widget state the kernel
+sent, which is what a browser would have been told.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+TUTORIALS = ("01-quickstart",)
+CELL_TIMEOUT = 60  # seconds per cell; the slowest tutorial cell takes a few seconds
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+# Views each tutorial must end with: (run id pattern, status, whole run). "Whole run" means the
+# view holds every event of the run (event_count == last_sequence) and has sent all of them to
+# the front end (sent_upto == last_sequence); a filtered view only needs some events.
+EXPECTED_VIEWS: dict[str, list[tuple[str, str, bool]]] = {
+    "01-quickstart": [("quickstart-2", "complete", True)],
+    "02-redis-many-processes": [("tour-*", "complete", True)],
+    "03-tracing-your-agent": [("agent-sync-*", "complete", True)],
+    "04-dockfile-config": [("dockfile-run", "complete", True)],
+}
+
+
+def notebook_path(name: str) -> Path:
+    return NOTEBOOK_DIR / f"{name}.ipynb"
+
+
+def saved_views(nb: Any) -> list[dict[str, Any]]:
+    """The RunView states nbclient saved with the executed notebook."""
+    models = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    return [
+        m["state"]
+        for m in models.values()
+        if m.get("model_name") == "AnyModel" and "run_id" in m.get("state", {})
+    ]
+
+
+def problems_in_outputs(nb: Any) -> list[str]:
+    """Error outputs and stderr text, each with the start of the cell it came from."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        where = f"cell {index} ({cell.source.splitlines()[0][:60] if cell.source else ''!r})"
+        for out in cell.get("outputs", []):
+            if out.output_type == "error":
+                found.append(f"{where}: {out.ename}: {out.evalue}")
+            elif out.output_type == "stream" and out.name == "stderr":
+                found.append(f"{where} wrote to stderr: {out.text[:500]}")
+    return found
+
+
+def execute(name: str, workdir: Path) -> Any:
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(notebook_path(name), as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT,
+        kernel_name="python3",
+        allow_errors=False,
+        store_widget_state=True,
+        resources={"metadata": {"path": str(workdir)}},
+    )
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        pytest.fail(f"{name} failed while running:\n{exc}")
+    return nb
+
+
+def test_every_tutorial_is_there() -> None:
+    found = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
+    assert found == sorted(TUTORIALS)
+
+
+@pytest.mark.parametrize("name", TUTORIALS)
+def test_tutorial_is_committed_clean(name: str) -> None:
+    nb = nbformat.read(notebook_path(name), as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    assert "widgets" not in nb.metadata, "saved widget state: strip the notebook's outputs"
+    dirty = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
+    ]
+    assert not dirty, f"cells {dirty} have outputs or execution counts: strip them"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name", TUTORIALS)
+def test_tutorial_runs_top_to_bottom(name: str, tmp_path: Path) -> None:
+    nb = execute(name, tmp_path)
+
+    problems = problems_in_outputs(nb)
+    assert not problems, "\n".join(problems)
+
+    views = saved_views(nb)
+    assert views, f"{name}: no RunView state was saved"
+    for pattern, status, whole in EXPECTED_VIEWS[name]:
+        matching = [v for v in views if fnmatch.fnmatchcase(v["run_id"], pattern)]
+        assert matching, f"{name}: no view of a run matching {pattern!r} in {views!r}"
+        ended = [v for v in matching if v["status"] == status]
+        assert ended, f"{name}: no view of {pattern!r} ended {status!r}: {matching!r}"
+        for view in ended:
+            assert view["event_count"] > 0
+            if whole:
+                assert view["event_count"] == view["last_sequence"], view
+                assert view["sent_upto"] == view["last_sequence"], view
+
+    # Processes a tutorial starts, it stops: its last cell names them "(pid N)".
+    last = nb.cells[-1]
+    text = "".join(o.get("text", "") for o in last.get("outputs", []) if "text" in o)
+    for pid in (int(p) for p in re.findall(r"\bpid (\d+)\b", text)):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
