@@ -23,14 +23,21 @@ from dockrion_nb.widget import RunView, encode_events
 class CapturingRunView(RunView):  # type: ignore[misc]
     """Records every custom message (payload, time, thread) instead of sending it to no one."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def _start(self, bus: Any) -> None:
+        # observers first, so no change made by the engine thread is missed
         self.sent: list[tuple[float, str, dict[str, Any]]] = []
         self.trait_threads: list[str] = []
-        super().__init__(*args, **kwargs)
-        self.observe(self._note_thread)
+        self.statuses: list[str] = []
+        self.connections: list[str] = []
+        self.observe(self._note_change)
+        super()._start(bus)
 
-    def _note_thread(self, change: Any) -> None:
+    def _note_change(self, change: Any) -> None:
         self.trait_threads.append(threading.current_thread().name)
+        if change["name"] == "status":
+            self.statuses.append(change["new"])
+        elif change["name"] == "connection":
+            self.connections.append(change["new"])
 
     def _emit(self, payload: dict[str, Any]) -> None:
         self.sent.append((time.monotonic(), threading.current_thread().name, payload))
@@ -81,9 +88,7 @@ def publish_run(engine: Engine, run_id: str, tokens: int, *, finish: bool = True
 def check_replay_then_live(engine: Engine, run_id: str) -> None:
     ctx = engine.context(run_id)
     publish_run(engine, run_id, 20, finish=False)  # 24 stored events
-    statuses: list[str] = []
     view = CapturingRunView(run_id, engine=engine)
-    view.observe(lambda c: statuses.append(c["new"]), names="status")
     wait_until(lambda: len(view.events) == 24)
     for i in range(30):
         ctx.sync_emit_token(f"live{i} ")
@@ -92,7 +97,7 @@ def check_replay_then_live(engine: Engine, run_id: str) -> None:
     wait_until(lambda: not view.following)
     seqs = [e.sequence for e in view.events]
     assert seqs == list(range(1, 56))
-    assert statuses == ["running", "complete"]
+    assert view.statuses == ["running", "complete"]
     # the front end got the same events, each once, in order, over a chain of ranges
     assert wire_sequences(view) == seqs
     prev = 0
@@ -401,8 +406,6 @@ def test_redis_view_shows_reconnecting_and_resumes_after_a_restart(
         ctx = engine.context(run_id)
         ctx.sync_emit_started()
         view = CapturingRunView(run_id, engine=engine)
-        states: list[str] = []
-        view.observe(lambda c: states.append(c["new"]), names="connection")
         wait_until(lambda: view.connection == "live" and len(view.events) == 1)
         server.stop()
         wait_until(lambda: view.connection == "reconnecting", timeout=20)
@@ -412,7 +415,7 @@ def test_redis_view_shows_reconnecting_and_resumes_after_a_restart(
         ctx.sync_emit_complete()
         assert view.wait(20) == "complete"
         assert [e.sequence for e in view.events] == [1, 2, 3]
-        assert states[:3] == ["live", "reconnecting", "live"]
+        assert view.connections[:3] == ["live", "reconnecting", "live"]
         view.close()
     finally:
         server.close()
