@@ -184,6 +184,19 @@ def test_live_view_updates_while_the_publishing_cell_is_busy(kernel: Kernel) -> 
     assert seqs_all == list(range(1, 11))
     assert view_status_updates(kernel.comm_msgs(comm))[-1] == "complete"
 
+    # Top-level await in a traced cell, inside the kernel whose own loop is running.
+    cell = kernel.submit(
+        "%%publish live-await\nimport asyncio\nawait asyncio.sleep(0.05)\n{'ok': True}\n"
+    )
+    kernel.wait_for(cell, "status", execution_state="idle")
+    assert kernel.reply(cell)["status"] == "ok"
+    results = [
+        m["content"]["data"]["text/plain"]
+        for m in kernel.log
+        if m["msg_type"] == "execute_result" and m["parent_header"].get("msg_id") == cell
+    ]
+    assert results == ["{'ok': True}"]
+
 
 def test_live_view_follows_another_process_over_redis(kernel: Kernel, redis_url: str) -> None:
     run_id = f"live-x-{os.getpid()}-{int(time.time())}"
