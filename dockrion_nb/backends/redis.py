@@ -1,0 +1,919 @@
+"""Redis backend: Dockrion's wire format, one round trip per publish, gapless resilient follow.
+
+Layout (identical to ``dockrion_events.backends.redis``, so each side reads what the other
+writes): every event is an entry of the stream ``stream:run:{run_id}`` with the fields ``data``
+(the event JSON), ``sequence`` and ``type``, and is published as JSON on the channel
+``events:run:{run_id}``. We add one key, ``seq:run:{run_id}`` (not matched by ``stream:run:*``),
+the run's sequence counter.
+
+What we do beyond the reference, and why:
+
+- ``append`` runs one Lua script per batch: it assigns sequences on the server (so writers in
+  different processes never collide), XADDs with an exact ``MAXLEN`` (at most
+  ``max_events_per_run`` entries are kept, never more), EXPIREs, and PUBLISHes, in one round
+  trip. The client sends each event's JSON without ``sequence``; the script splices
+  ``{"sequence":N,`` in front, so the stored and published JSON carry the assigned number.
+- The counter starts from ``max(counter key, last stream entry's sequence)`` on every batch,
+  so runs written by Dockrion (which has no counter key) continue correctly.
+- Replay near the end of a long stream reads the stream backwards in small chunks and stops at
+  the requested sequence: its cost follows what is returned, not the stream's length.
+- One Pub/Sub connection per backend multiplexes every followed run and decodes each message
+  once; followers get their own queues. When that connection drops, it reconnects with bounded
+  exponential backoff and jitter, re-subscribes, and every follower fills what it missed from
+  the stream: no loss, no duplicate. ``state`` says ``live`` or ``reconnecting``.
+- Errors raise (``BackendConnectionError``/``BackendPublishError``) with the URL's password
+  masked; nothing is dropped silently. Stream entries or messages that are not valid events are
+  skipped, counted (``skipped_entries``/``skipped_messages``) and logged.
+
+Not supported: Redis Cluster (the counter key and the stream key may live in different slots).
+Pub/Sub channels ignore the database number, as in Dockrion, so two databases on one server
+should not share run ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+import random
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    InvalidResponse,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..events import EventValidationError, parse_event, validate_run_id
+from ..redaction import mask_url, scrub
+from .base import (
+    BackendClosedError,
+    BackendConnectionError,
+    BackendError,
+    BackendPublishError,
+    BackendSubscribeError,
+    EventDict,
+    RunSummary,
+    run_id_of,
+)
+from .gapless import Joiner, sequence_of
+
+log = logging.getLogger("dockrion_nb.redis")
+
+STREAM_PREFIX = "stream:run:"
+CHANNEL_PREFIX = "events:run:"
+COUNTER_PREFIX = "seq:run:"
+BATCH_LIMIT = 1000  # events per script call; a larger append takes one round trip per 1000
+READ_CHUNK = 1000  # stream entries per XRANGE/XREVRANGE call
+FIRST_TAIL_CHUNK = 16
+QUEUE_LIMIT = 10_000  # a follower further behind re-reads from the stream instead
+HEALTH_INTERVAL = 15.0  # seconds of Pub/Sub silence before we PING the server
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 5.0
+
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    InvalidResponse,
+    OSError,
+    BackendConnectionError,
+)
+
+# KEYS: stream, counter. ARGV: maxlen, ttl, channel ('' = store only), assign ('1'/'0'),
+# then (json, given sequence, type) per event. Returns the sequences as stored.
+_APPEND_LUA = """
+local stream, counter_key = KEYS[1], KEYS[2]
+local maxlen, ttl, channel, assign = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
+local counter = tonumber(redis.call('GET', counter_key) or '0') or 0
+local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+if last[1] then
+  local fields = last[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'sequence' then
+      local s = tonumber(fields[i + 1])
+      if s and s > counter then counter = s end
+    end
+  end
+end
+local out = {}
+for i = 5, #ARGV, 3 do
+  local body, given, etype = ARGV[i], tonumber(ARGV[i + 1]) or 0, ARGV[i + 2]
+  local seq, data = given, body
+  if given > 0 then
+    if given > counter then counter = given end
+  elseif assign then
+    counter = counter + 1
+    seq = counter
+    local head = string.format('{"sequence":%d', seq)
+    if body == '{}' then data = head .. '}' else data = head .. ',' .. string.sub(body, 2) end
+  end
+  local seqtext = string.format('%d', seq)
+  redis.call('XADD', stream, 'MAXLEN', maxlen, '*', 'data', data, 'sequence', seqtext,
+             'type', etype)
+  if channel ~= '' then redis.call('PUBLISH', channel, data) end
+  out[#out + 1] = seq
+end
+redis.call('EXPIRE', stream, ttl)
+if counter > 0 then redis.call('SET', counter_key, string.format('%d', counter), 'EX', ttl) end
+return out
+"""
+
+
+def stream_key(run_id: str) -> str:
+    return f"{STREAM_PREFIX}{run_id}"
+
+
+def pubsub_channel(run_id: str) -> str:
+    return f"{CHANNEL_PREFIX}{run_id}"
+
+
+def counter_key(run_id: str) -> str:
+    return f"{COUNTER_PREFIX}{run_id}"
+
+
+def backoff_delay(attempt: int) -> float:
+    """Exponential, capped at ``BACKOFF_CAP`` seconds, with jitter so followers spread out."""
+    return float(min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0))
+
+
+class StreamRecord(dict[str, Any]):
+    """An event as read from Redis, carrying its parsed model so the bus parses it once."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, data: dict[str, Any], model: Any) -> None:
+        super().__init__(data)
+        self.model = model
+
+
+class _Signal(enum.Enum):
+    RESYNC = "resync"  # the live feed may have missed events: fill from the stream
+    CLOSED = "closed"
+
+
+_Item = StreamRecord | _Signal
+
+
+class _LiveSub:
+    """One local follower of a channel: a bounded queue; beyond it, the stream catches up."""
+
+    __slots__ = ("behind", "channel", "items", "waiter")
+
+    def __init__(self, channel: bytes) -> None:
+        self.channel = channel
+        self.items: deque[_Item] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.behind = False
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def offer(self, record: StreamRecord) -> None:
+        if self.behind:
+            return
+        if len(self.items) >= QUEUE_LIMIT:
+            self.behind = True  # drop now, re-read from the stream once drained
+        else:
+            self.items.append(record)
+        self._wake()
+
+    def signal(self, signal: _Signal) -> None:
+        self.items.append(signal)
+        self._wake()
+
+    async def get(self) -> _Item:
+        while not self.items:
+            if self.behind:
+                self.behind = False  # live events queue again before the stream is read
+                return _Signal.RESYNC
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.items.popleft()
+
+
+class _PubSubHub:
+    """The backend's one Pub/Sub connection, shared by every local follower."""
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self._backend = backend
+        self._subs: dict[bytes, list[_LiveSub]] = {}
+        self._confirmed: set[bytes] = set()
+        self._requested: set[bytes] = set()
+        self._resync_on_ack: set[bytes] = set()
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._conn: AbstractConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.connects = 0
+
+    @property
+    def connection(self) -> AbstractConnection | None:
+        return self._conn
+
+    async def attach(self, run_id: str) -> _LiveSub:
+        """Subscribe (if this process has not yet) and wait for the server to confirm it."""
+        channel = pubsub_channel(run_id).encode()
+        sub = _LiveSub(channel)
+        self._subs.setdefault(channel, []).append(sub)
+        if channel in self._confirmed:
+            return sub
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(channel, []).append(waiter)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="dockrion-nb redis pubsub")
+        elif self._conn is not None and channel not in self._requested:
+            self._requested.add(channel)
+            await self._send("SUBSCRIBE", channel)
+        try:
+            await asyncio.wait_for(waiter, self._backend.command_timeout)
+        except BaseException as exc:
+            self.detach(sub)
+            if isinstance(exc, asyncio.TimeoutError):
+                raise BackendSubscribeError(
+                    f"Redis at {self._backend.masked_url} did not confirm the subscription to "
+                    f"run {run_id!r} within {self._backend.command_timeout:g} s",
+                    backend="redis",
+                ) from None
+            raise
+        return sub
+
+    def detach(self, sub: _LiveSub) -> None:
+        subs = self._subs.get(sub.channel)
+        if subs is None or sub not in subs:
+            return
+        subs.remove(sub)
+        if subs:
+            return
+        del self._subs[sub.channel]
+        self._confirmed.discard(sub.channel)
+        self._requested.discard(sub.channel)
+        if self._conn is not None and not self._closed:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().create_task(self._unsubscribe(sub.channel))
+
+    async def _unsubscribe(self, channel: bytes) -> None:
+        # Checked when it runs, not when scheduled: a follower may have re-subscribed since,
+        # and an UNSUBSCRIBE written after its SUBSCRIBE would silently cut it off.
+        if channel not in self._subs:
+            await self._send("UNSUBSCRIBE", channel)
+
+    async def _send(self, *args: Any) -> None:
+        conn = self._conn
+        if conn is None or not conn.is_connected:
+            return  # the reader reconnects and subscribes to everything wanted
+        with contextlib.suppress(*_TRANSIENT):
+            await conn.send_command(*args, check_health=False)
+
+    async def close(self) -> None:
+        self._closed = True
+        for subs in list(self._subs.values()):
+            for sub in subs:
+                sub.signal(_Signal.CLOSED)
+        self._fail_waiters(BackendClosedError("the Redis backend is closed", backend="redis"))
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.disconnect()
+            self._conn = None
+
+    def _fail_waiters(self, exc: BaseException) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for futures in waiters.values():
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(exc)
+
+    async def _run(self) -> None:
+        backend = self._backend
+        attempt = 0
+        try:
+            while not self._closed and self._subs:
+                conn = backend.new_connection()
+                try:
+                    await conn.connect()  # type: ignore[no-untyped-call]
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # Followers that are starting fail fast; running ones wait for us.
+                    self._fail_waiters(backend.error_for(exc, "subscribing"))
+                    with contextlib.suppress(Exception):
+                        await conn.disconnect()
+                    if not self._subs:
+                        break
+                    backend.set_state("reconnecting")
+                    await asyncio.sleep(backoff_delay(attempt))
+                    attempt += 1
+                    continue
+                attempt = 0
+                self.connects += 1
+                self._conn = conn
+                self._confirmed.clear()
+                channels = list(self._subs)
+                self._requested = set(channels)
+                if self.connects > 1:
+                    self._resync_on_ack = set(channels)
+                try:
+                    if channels:
+                        await conn.send_command("SUBSCRIBE", *channels, check_health=False)
+                    backend.set_state("live")
+                    await self._read(conn)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.info(
+                        "Redis Pub/Sub connection to %s lost (%s); reconnecting",
+                        backend.masked_url,
+                        scrub(str(exc), backend.url),
+                    )
+                finally:
+                    self._conn = None
+                    self._confirmed.clear()
+                    with contextlib.suppress(Exception):
+                        await conn.disconnect()
+                if not self._closed and self._subs:
+                    backend.set_state("reconnecting")
+                    await asyncio.sleep(backoff_delay(0))
+        finally:
+            if not self._closed:
+                backend.set_state("idle")
+
+    async def _read(self, conn: AbstractConnection) -> None:
+        ping_sent = False
+        while not self._closed:
+            reply = await conn.read_response(timeout=HEALTH_INTERVAL)
+            if reply is None:
+                if ping_sent:
+                    raise RedisTimeoutError("no answer to PING on the Pub/Sub connection")
+                await conn.send_command("PING", check_health=False)
+                ping_sent = True
+                continue
+            ping_sent = False
+            if not isinstance(reply, list) or not reply:
+                continue
+            kind = reply[0]
+            if kind == b"message" and len(reply) == 3:
+                self._deliver(reply[1], reply[2])
+            elif kind == b"subscribe":
+                self._confirm(reply[1])
+            if not self._subs and not self._waiters:
+                return  # nobody follows anything: let the connection go
+
+    def _confirm(self, channel: bytes) -> None:
+        if channel not in self._subs:
+            return
+        self._confirmed.add(channel)
+        for fut in self._waiters.pop(channel, ()):
+            if not fut.done():
+                fut.set_result(None)
+        if channel in self._resync_on_ack:
+            self._resync_on_ack.discard(channel)
+            for sub in self._subs[channel]:
+                sub.signal(_Signal.RESYNC)
+
+    def _deliver(self, channel: bytes, data: bytes) -> None:
+        subs = self._subs.get(channel)
+        if not subs:
+            return
+        run_id = channel.decode("utf-8", "replace")[len(CHANNEL_PREFIX) :]
+        record = self._backend.decode_message(run_id, data)
+        if record is None:
+            return
+        for sub in subs:
+            sub.offer(record)
+
+
+class RedisBackend:
+    """Pub/Sub for live delivery, Streams for replay, EXPIRE for retention; see module doc."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        stream_ttl_seconds: int = 3600,
+        max_events_per_run: int = 1000,
+        connection_pool_size: int = 10,
+        *,
+        command_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if stream_ttl_seconds < 1:
+            raise ValueError(f"stream_ttl_seconds must be >= 1, not {stream_ttl_seconds}")
+        if max_events_per_run < 1:
+            raise ValueError(f"max_events_per_run must be >= 1, not {max_events_per_run}")
+        if connection_pool_size < 1:
+            raise ValueError(f"connection_pool_size must be >= 1, not {connection_pool_size}")
+        self.url = url
+        self.masked_url = mask_url(url)
+        self.stream_ttl_seconds = stream_ttl_seconds
+        self.max_events_per_run = max_events_per_run
+        self.connection_pool_size = connection_pool_size
+        self.command_timeout = command_timeout
+        try:
+            # Blocking: a burst of more concurrent commands than connections waits for one.
+            self._pool = BlockingConnectionPool.from_url(
+                url,
+                max_connections=connection_pool_size,
+                timeout=command_timeout,
+                socket_timeout=command_timeout,
+                socket_connect_timeout=connect_timeout,
+                retry=Retry(NoBackoff(), 0),  # a retried script could store an event twice
+            )
+        except (ValueError, RedisError) as exc:
+            raise BackendConnectionError(
+                f"invalid Redis URL {self.masked_url}: {scrub(str(exc), url)} (use redis://, "
+                "rediss:// or unix://, e.g. redis://:password@localhost:6379/0)",
+                backend="redis",
+            ) from None
+        # RESP2 everywhere: plain arrays for Pub/Sub, and servers older than 6 still work.
+        self._pool.connection_kwargs["protocol"] = 2
+        self._client = aioredis.Redis(connection_pool=self._pool)
+        self._append = self._client.register_script(_APPEND_LUA)
+        self._hub = _PubSubHub(self)
+        self._closed = False
+        self._state = "idle"
+        self._listeners: list[Callable[[str], None]] = []
+        self.skipped_entries = 0
+        self.skipped_messages = 0
+        self.entries_read = 0
+        self.fallback_reason: str | None = None
+
+    # -- state and settings -------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """``idle`` (no follower yet), ``live``, ``reconnecting`` or ``closed``."""
+        return self._state
+
+    def add_state_listener(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(state)`` on every change (on the backend's loop); returns a remover."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    def set_state(self, state: str) -> None:
+        if state == self._state or (self._closed and state != "closed"):
+            return
+        self._state = state
+        for listener in list(self._listeners):
+            try:
+                listener(state)
+            except Exception:  # a broken listener must not break delivery
+                log.exception("state listener failed")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "redis",
+            "url": self.masked_url,
+            "stream_ttl_seconds": self.stream_ttl_seconds,
+            "max_events_per_run": self.max_events_per_run,
+            "connection_pool_size": self.connection_pool_size,
+            "trim": "exact MAXLEN",
+            "state": self._state,
+            "skipped_entries": self.skipped_entries,
+            "skipped_messages": self.skipped_messages,
+        }
+
+    def new_connection(self) -> AbstractConnection:
+        """A connection outside the pool (for Pub/Sub), with the pool's settings."""
+        conn: AbstractConnection = self._pool.connection_class(**self._pool.connection_kwargs)
+        return conn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendClosedError("the Redis backend is closed", backend="redis")
+
+    def error_for(self, exc: BaseException, doing: str) -> BackendError:
+        """One readable message, password masked, for a failure while ``doing`` something."""
+        if isinstance(exc, BackendError):
+            return exc
+        where = self.masked_url
+        detail = scrub(str(exc) or type(exc).__name__, self.url).rstrip(".")
+        lowered = detail.lower()
+        if isinstance(exc, AuthenticationError) or lowered.startswith(("noauth", "wrongpass")):
+            return BackendConnectionError(
+                f"Redis at {where} rejected the credentials while {doing} ({detail}); "
+                "check the user and password in the URL",
+                backend="redis",
+            )
+        if isinstance(exc, InvalidResponse):
+            return BackendConnectionError(
+                f"the server at {where} does not answer like Redis while {doing} ({detail}); "
+                "check the host and port",
+                backend="redis",
+            )
+        if isinstance(exc, RedisTimeoutError | asyncio.TimeoutError | TimeoutError):
+            return BackendConnectionError(
+                f"Redis at {where} did not answer in time while {doing} ({detail})",
+                backend="redis",
+            )
+        if isinstance(exc, RedisConnectionError | OSError):
+            if "111" in detail or "refused" in lowered or "connect call failed" in lowered:
+                reason = "connection refused; is the server running and the URL right?"
+            elif "closed by server" in lowered:
+                reason = "the server closed the connection; is this a Redis port?"
+            else:
+                reason = detail
+            return BackendConnectionError(
+                f"cannot reach Redis at {where} while {doing}: {reason}", backend="redis"
+            )
+        if isinstance(exc, ResponseError):
+            return BackendPublishError(
+                f"Redis at {where} refused a command while {doing}: {detail}", backend="redis"
+            )
+        return BackendError(f"Redis at {where} failed while {doing}: {detail}", backend="redis")
+
+    # -- decoding -------------------------------------------------------------------------------
+
+    def _decode(self, run_id: str, data: Any, field_sequence: int) -> StreamRecord:
+        if not isinstance(data, bytes | str):
+            raise EventValidationError("no 'data' field")
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise EventValidationError(f"'data' is not JSON ({exc})") from None
+        if not isinstance(obj, dict):
+            raise EventValidationError("'data' is not a JSON object")
+        if field_sequence > 0 and not sequence_of(obj):
+            obj["sequence"] = field_sequence
+        model = parse_event(obj)
+        if model.run_id != run_id:
+            raise EventValidationError(f"event of run {model.run_id!r} in run {run_id!r}")
+        return StreamRecord(obj, model)
+
+    def decode_entry(self, run_id: str, entry_id: Any, fields: Any) -> StreamRecord | None:
+        """A stream entry as an event, or None (skipped, counted and logged) if it is not one."""
+        try:
+            if not isinstance(fields, dict):
+                raise EventValidationError("entry has no fields")
+            return self._decode(run_id, fields.get(b"data"), _field_int(fields.get(b"sequence")))
+        except EventValidationError as exc:
+            self.skipped_entries += 1
+            log.warning(
+                "skipped stream entry %r of run %s: not a valid event (%s); %d skipped so far",
+                entry_id,
+                run_id,
+                exc,
+                self.skipped_entries,
+            )
+            return None
+
+    def decode_message(self, run_id: str, data: bytes) -> StreamRecord | None:
+        try:
+            return self._decode(run_id, data, 0)
+        except EventValidationError as exc:
+            self.skipped_messages += 1
+            log.warning(
+                "skipped Pub/Sub message on run %s: not a valid event (%s); %d skipped so far",
+                run_id,
+                exc,
+                self.skipped_messages,
+            )
+            return None
+
+    # -- reading the stream ----------------------------------------------------------------------
+
+    async def _read_from(self, run_id: str, from_sequence: int) -> list[EventDict]:
+        """Stored events with ``sequence >= from_sequence``, ordered by sequence.
+
+        From the start it reads the whole stream in chunks; otherwise it walks back from the
+        end and stops once it passes ``from_sequence``. Raises redis-py errors.
+        """
+        key = stream_key(run_id)
+        entries = (
+            await self._read_all(key)
+            if from_sequence <= 1
+            else await self._read_tail(key, from_sequence)
+        )
+        out: list[EventDict] = []
+        for entry_id, fields in entries:
+            record = self.decode_entry(run_id, entry_id, fields)
+            if record is not None and sequence_of(record) >= from_sequence:
+                out.append(record)
+        out.sort(key=sequence_of)
+        return out
+
+    async def _read_all(self, key: str) -> list[Any]:
+        entries: list[Any] = []
+        start: bytes | str = "-"
+        while True:
+            chunk: list[Any] = (
+                await self._client.xrange(key, min=start, max="+", count=READ_CHUNK) or []
+            )
+            self.entries_read += len(chunk)
+            entries.extend(chunk)
+            if len(chunk) < READ_CHUNK:
+                return entries
+            start = b"(" + _as_bytes(chunk[-1][0])
+
+    async def _read_tail(self, key: str, from_sequence: int) -> list[Any]:
+        entries: list[Any] = []
+        end: bytes | str = "+"
+        count = FIRST_TAIL_CHUNK
+        while True:
+            chunk: list[Any] = (
+                await self._client.xrevrange(key, max=end, min="-", count=count) or []
+            )
+            self.entries_read += len(chunk)
+            entries.extend(chunk)
+            if len(chunk) < count:
+                break
+            low = _field_int(chunk[-1][1].get(b"sequence")) if isinstance(chunk[-1][1], dict) else 0
+            if 0 < low < from_sequence:
+                break
+            end = b"(" + _as_bytes(chunk[-1][0])
+            # Sequences are dense for our writers: ask for about what is left, in one go.
+            wanted = low - from_sequence + 2 if low > 0 else READ_CHUNK
+            count = max(FIRST_TAIL_CHUNK, min(READ_CHUNK, wanted))
+        entries.reverse()
+        return entries
+
+    # -- Dockrion's protocol ----------------------------------------------------------------------
+
+    async def publish(self, channel: str, event: dict[str, Any]) -> None:
+        """PUBLISH only (store with ``store_event``), as Dockrion's backend does."""
+        self._check_open()
+        try:
+            await self._client.publish(f"events:{channel}", _dumps(event))
+        except (RedisError, OSError) as exc:
+            raise self.error_for(exc, f"publishing to {channel!r}") from None
+
+    async def store_event(self, run_id: str, event: dict[str, Any]) -> None:
+        """XADD + EXPIRE in one round trip; the event keeps its sequence (even 0), as in
+        Dockrion, and the run's counter moves up to it. Failures raise (Dockrion logs them)."""
+        self._check_open()
+        await self._run_script(run_id, [event], publish=False, assign=False)
+
+    def subscribe(self, channel: str) -> AsyncIterator[dict[str, Any]]:
+        """Live events on ``channel`` from now on (Dockrion's semantics); survives reconnects:
+        what was published while the connection was down is read from the stream."""
+        self._check_open()
+        return self._live(run_id_of(channel))
+
+    async def get_events(self, run_id: str, from_sequence: int = 0) -> list[dict[str, Any]]:
+        self._check_open()
+        try:
+            return await self._read_from(run_id, from_sequence)
+        except (RedisError, OSError) as exc:
+            raise self.error_for(exc, f"reading run {run_id!r}") from None
+
+    async def clear_run(self, run_id: str) -> None:
+        self._check_open()
+        try:
+            await self._client.delete(stream_key(run_id), counter_key(run_id))
+        except (RedisError, OSError) as exc:
+            raise self.error_for(exc, f"clearing run {run_id!r}") from None
+
+    async def close(self) -> None:
+        """End every follower, close the Pub/Sub connection and the pool."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._hub.close()
+        with contextlib.suppress(Exception):
+            await self._client.aclose()
+        with contextlib.suppress(Exception):
+            await self._pool.disconnect()
+        self.set_state("closed")
+
+    # -- ours --------------------------------------------------------------------------------
+
+    async def append(self, run_id: str, events: Sequence[EventDict]) -> list[EventDict]:
+        """Assign, store and publish in one round trip per ``BATCH_LIMIT`` events."""
+        self._check_open()
+        validate_run_id(run_id)
+        events = list(events)
+        for start in range(0, len(events), BATCH_LIMIT):
+            await self._run_script(
+                run_id, events[start : start + BATCH_LIMIT], publish=True, assign=True
+            )
+        return events
+
+    async def _run_script(
+        self, run_id: str, events: Sequence[EventDict], *, publish: bool, assign: bool
+    ) -> None:
+        args: list[str | int] = [
+            self.max_events_per_run,
+            self.stream_ttl_seconds,
+            pubsub_channel(run_id) if publish else "",
+            "1" if assign else "0",
+        ]
+        for event in events:
+            seq = sequence_of(event)
+            if seq or not assign:
+                body = _dumps(event)
+            else:
+                body = _dumps({k: v for k, v in event.items() if k != "sequence"})
+            args += [body, seq, str(event.get("type") or "unknown")]
+        try:
+            seqs = await self._append(keys=[stream_key(run_id), counter_key(run_id)], args=args)
+        except (RedisError, OSError) as exc:
+            error = self.error_for(exc, f"publishing to run {run_id!r}")
+            if not isinstance(error, BackendConnectionError | BackendClosedError):
+                error = BackendPublishError(error.message, backend="redis")
+            raise error from None
+        if assign:
+            for event, seq in zip(events, seqs, strict=True):
+                event["sequence"] = int(seq)
+
+    def follow(
+        self, run_id: str, from_sequence: int = 1, *, live: bool = True
+    ) -> AsyncGenerator[EventDict, None]:
+        self._check_open()
+        validate_run_id(run_id)
+        return self._follow(run_id, max(1, from_sequence), live)
+
+    async def _follow(
+        self, run_id: str, from_sequence: int, live: bool
+    ) -> AsyncGenerator[EventDict, None]:
+        joiner = Joiner(run_id, from_sequence, lambda k: self._read_from(run_id, k))
+        if not live:
+            try:
+                async for event in joiner.fill():
+                    yield event
+            except (RedisError, OSError) as exc:
+                raise self.error_for(exc, f"reading run {run_id!r}") from None
+            return
+        sub = await self._hub.attach(run_id)
+        try:
+            async for event in self._fill(joiner):
+                yield event
+            async for event in self._drain(sub, joiner):
+                yield event
+        finally:
+            self._hub.detach(sub)
+
+    async def _live(self, run_id: str) -> AsyncGenerator[EventDict, None]:
+        sub = await self._hub.attach(run_id)
+        try:
+            while True:  # until the first numbered event: it says where to resume from
+                item = await sub.get()
+                if item is _Signal.CLOSED:
+                    return
+                if item is _Signal.RESYNC:
+                    continue
+                if sequence_of(item):
+                    sub.items.appendleft(item)
+                    break
+                yield item
+            joiner = Joiner(run_id, sequence_of(item), self._fetcher(run_id))
+            async for event in self._drain(sub, joiner):
+                yield event
+        finally:
+            self._hub.detach(sub)
+
+    def _fetcher(self, run_id: str) -> Callable[[int], Any]:
+        return lambda k: self._read_from(run_id, k)
+
+    async def _drain(self, sub: _LiveSub, joiner: Joiner) -> AsyncGenerator[EventDict, None]:
+        while True:
+            item = await sub.get()
+            if item is _Signal.CLOSED:
+                return
+            if item is _Signal.RESYNC:
+                async for event in self._fill(joiner):
+                    yield event
+                continue
+            try:
+                async for event in joiner.accept(item):
+                    yield event
+            except _TRANSIENT:
+                # The event is stored (scripts store before they publish): read it back.
+                async for event in self._fill(joiner):
+                    yield event
+
+    async def _fill(self, joiner: Joiner) -> AsyncGenerator[EventDict, None]:
+        """Stored events from the joiner's next sequence, retrying while Redis is away."""
+        attempt = 0
+        while True:
+            try:
+                async for event in joiner.fill():
+                    yield event
+                if attempt and self._hub.connection is not None:
+                    self.set_state("live")
+                return
+            except _TRANSIENT as exc:
+                if self._closed:
+                    return
+                self.set_state("reconnecting")
+                log.info(
+                    "reading run %s from %s failed (%s); retrying",
+                    joiner.run_id,
+                    self.masked_url,
+                    scrub(str(exc), self.url),
+                )
+                await asyncio.sleep(backoff_delay(attempt))
+                attempt += 1
+
+    async def list_runs(self, pattern: str | None = None) -> list[RunSummary]:
+        """Runs with a stream, found with SCAN (never KEYS); ``pattern`` globs the run id."""
+        self._check_open()
+        try:
+            keys: list[bytes] = []
+            seen: set[bytes] = set()
+            async for key in self._client.scan_iter(
+                match=f"{STREAM_PREFIX}{pattern or '*'}", count=1000, _type="STREAM"
+            ):
+                if key not in seen:
+                    seen.add(key)
+                    keys.append(key)
+            out: list[RunSummary] = []
+            for start in range(0, len(keys), 200):
+                part = keys[start : start + 200]
+                pipe = self._client.pipeline(transaction=False)
+                for key in part:
+                    pipe.xlen(key)
+                    pipe.xrange(key, count=1)
+                    pipe.xrevrange(key, count=1)
+                    pipe.ttl(key)
+                replies = await pipe.execute()
+                for i, key in enumerate(part):
+                    length, first, last, ttl = replies[4 * i : 4 * i + 4]
+                    if not length:
+                        continue
+                    out.append(self._summary(key, length, first, last, ttl))
+        except (RedisError, OSError) as exc:
+            raise self.error_for(exc, "listing runs") from None
+        out.sort(key=lambda s: s.run_id)
+        return out
+
+    def _summary(self, key: bytes, length: int, first: Any, last: Any, ttl: int) -> RunSummary:
+        run_id = key.decode("utf-8", "replace")[len(STREAM_PREFIX) :]
+
+        def peek(entries: Any) -> tuple[int | None, str | None, str | None]:
+            if not entries:
+                return None, None, None
+            fields = entries[0][1]
+            seq = _field_int(fields.get(b"sequence"))
+            kind = fields.get(b"type")
+            timestamp = None
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                timestamp = json.loads(fields.get(b"data")).get("timestamp")
+            return (
+                seq,
+                kind.decode("utf-8", "replace") if isinstance(kind, bytes) else None,
+                timestamp if isinstance(timestamp, str) else None,
+            )
+
+        first_seq, _, first_ts = peek(first)
+        last_seq, last_type, last_ts = peek(last)
+        return RunSummary(
+            run_id=run_id,
+            event_count=int(length),
+            first_sequence=first_seq,
+            last_sequence=last_seq,
+            last_type=last_type,
+            first_timestamp=first_ts,
+            last_timestamp=last_ts,
+            ttl_seconds=int(ttl) if ttl is not None and int(ttl) >= 0 else None,
+        )
+
+    async def ping(self) -> None:
+        self._check_open()
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            raise self.error_for(exc, "connecting") from None
+
+    @property
+    def pubsub_connects(self) -> int:
+        """How many times the shared Pub/Sub connection has been (re)established."""
+        return self._hub.connects
+
+
+def _dumps(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _field_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

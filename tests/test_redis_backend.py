@@ -1,0 +1,524 @@
+"""The Redis backend on real servers: wire layout, server-side sequences, one round trip per
+publish, TTL and exact trimming, tail replay cost, bad entries, errors, URLs and the fallback.
+
+Runs against ``redis_url`` (the machine's Redis when ``REDIS_URL`` is set, else a private
+server) and the private Valkey server; tests that need to watch every command or break things
+use a private server of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from conftest import redis_cleanup, require
+from servers import PrivateServer, free_port, server_binary
+
+from dockrion_nb import EventBus
+from dockrion_nb.backends import BackendFallbackWarning, InMemoryBackend, build_backend
+from dockrion_nb.backends.base import BackendConnectionError
+from dockrion_nb.backends.redis import RedisBackend
+from dockrion_nb.events import CompleteEvent, StartedEvent, TokenEvent
+
+
+@pytest.fixture(params=["redis", "valkey"])
+def url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("redis_url" if request.param == "redis" else "valkey_url"))
+
+
+@pytest.fixture
+def cleanup(url: str) -> Iterator[list[str]]:
+    run_ids: list[str] = []
+    yield run_ids
+    if run_ids:
+        redis_cleanup(url, *run_ids)
+
+
+@pytest.fixture
+async def backend(url: str, run_id: str, cleanup: list[str]) -> AsyncIterator[RedisBackend]:
+    cleanup.append(run_id)
+    b = RedisBackend(url, stream_ttl_seconds=600, max_events_per_run=1000)
+    yield b
+    await b.close()
+
+
+def tokens(run_id: str, n: int, start: int = 0) -> list[TokenEvent]:
+    return [TokenEvent(run_id=run_id, content=f"t{i}") for i in range(start, start + n)]
+
+
+# -- wire layout ---------------------------------------------------------------------------------
+
+
+async def test_stream_entries_and_channel_use_dockrions_layout(
+    backend: RedisBackend, url: str, run_id: str
+) -> None:
+    raw = aioredis.from_url(url)
+    pubsub = raw.pubsub()
+    await pubsub.subscribe(f"events:run:{run_id}")
+    await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+    try:
+        bus = EventBus(backend)
+        stored = await bus.publish_many(
+            run_id, [StartedEvent(run_id=run_id, agent_name="a"), *tokens(run_id, 2)]
+        )
+        entries = await raw.xrange(f"stream:run:{run_id}")
+        assert len(entries) == 3
+        for (_, fields), event in zip(entries, stored, strict=True):
+            assert set(fields) == {b"data", b"sequence", b"type"}
+            data = json.loads(fields[b"data"])
+            assert data == event.to_dict()
+            assert fields[b"sequence"] == str(event.sequence).encode()
+            assert fields[b"type"] == event.type.encode()
+        published = []
+        while len(published) < 3:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
+            assert msg is not None, "a published event did not arrive on events:run:<id>"
+            published.append(json.loads(msg["data"]))
+        assert published == [e.to_dict() for e in stored]
+        assert [e.sequence for e in stored] == [1, 2, 3]
+    finally:
+        await pubsub.aclose()
+        await raw.aclose()
+
+
+async def test_counter_continues_a_run_written_without_our_counter_key(
+    backend: RedisBackend, url: str, run_id: str
+) -> None:
+    raw = redis.Redis.from_url(url)
+    try:
+        for seq in (1, 2, 3):  # as Dockrion's store_event writes them
+            event = TokenEvent(run_id=run_id, content=str(seq), sequence=seq).to_dict()
+            raw.xadd(
+                f"stream:run:{run_id}",
+                {"data": json.dumps(event), "sequence": str(seq), "type": "token"},
+            )
+        stored = await EventBus(backend).publish_many(run_id, tokens(run_id, 2))
+        assert [e.sequence for e in stored] == [4, 5]
+    finally:
+        raw.close()
+
+
+async def test_events_that_carry_a_sequence_keep_it_and_push_the_counter(
+    backend: RedisBackend, run_id: str
+) -> None:
+    bus = EventBus(backend)
+    kept = await bus.publish(run_id, TokenEvent(run_id=run_id, content="x", sequence=40))
+    after = await bus.publish(run_id, TokenEvent(run_id=run_id, content="y"))
+    assert (kept.sequence, after.sequence) == (40, 41)
+    assert [e.sequence for e in await bus.get_events(run_id)] == [40, 41]
+
+
+async def test_ttl_is_set_on_stream_and_counter_and_trim_is_exact(
+    url: str, run_id: str, cleanup: list[str]
+) -> None:
+    cleanup.append(run_id)
+    backend = RedisBackend(url, stream_ttl_seconds=120, max_events_per_run=25)
+    raw = redis.Redis.from_url(url)
+    try:
+        bus = EventBus(backend)
+        for start in range(0, 60, 7):
+            await bus.publish_many(run_id, tokens(run_id, 7, start))
+        assert raw.xlen(f"stream:run:{run_id}") == 25
+        assert 110 <= raw.ttl(f"stream:run:{run_id}") <= 120
+        assert 110 <= raw.ttl(f"seq:run:{run_id}") <= 120
+        kept = await bus.get_events(run_id)
+        assert [e.sequence for e in kept] == list(range(39, 64))
+    finally:
+        raw.close()
+        await backend.close()
+
+
+async def test_store_event_keeps_dockrions_semantics(backend: RedisBackend, run_id: str) -> None:
+    event = TokenEvent(run_id=run_id, content="d", sequence=7).to_dict()
+    await backend.store_event(run_id, event)
+    assert await backend.get_events(run_id) == [event]
+    appended = await backend.append(run_id, [TokenEvent(run_id=run_id, content="n").to_dict()])
+    assert appended[0]["sequence"] == 8
+
+
+async def test_list_runs_reports_counts_sequences_type_and_ttl(
+    backend: RedisBackend, run_id: str, cleanup: list[str]
+) -> None:
+    other = f"{run_id}-b"
+    cleanup.append(other)
+    bus = EventBus(backend)
+    await bus.publish_many(run_id, [*tokens(run_id, 3), CompleteEvent(run_id=run_id)])
+    await bus.publish_many(other, tokens(other, 2))
+    runs = {r.run_id: r for r in await bus.list_runs(f"{run_id}*")}
+    assert set(runs) == {run_id, other}
+    done = runs[run_id]
+    assert (done.event_count, done.first_sequence, done.last_sequence) == (4, 1, 4)
+    assert done.last_type == "complete" and done.status == "complete"
+    assert done.ttl_seconds is not None and 590 <= done.ttl_seconds <= 600
+    assert done.first_timestamp is not None and done.last_timestamp is not None
+    assert runs[other].status == "running"
+    assert [r.run_id for r in await bus.list_runs(other)] == [other]
+
+
+async def test_clear_run_removes_stream_and_counter(
+    backend: RedisBackend, url: str, run_id: str
+) -> None:
+    bus = EventBus(backend)
+    await bus.publish_many(run_id, tokens(run_id, 3))
+    await bus.clear_run(run_id)
+    raw = redis.Redis.from_url(url)
+    try:
+        assert raw.exists(f"stream:run:{run_id}", f"seq:run:{run_id}") == 0
+    finally:
+        raw.close()
+    assert (await bus.publish(run_id, tokens(run_id, 1)[0])).sequence == 1
+
+
+# -- round trips and replay cost -----------------------------------------------------------------
+
+
+async def _commands_seen(server_url: str, action: object) -> list[str]:
+    """Commands clients sent (not those run inside scripts) while ``action()`` ran."""
+    client = aioredis.from_url(server_url)
+    marker = aioredis.from_url(server_url)
+    await marker.ping()  # its set-up commands happen before the monitor starts
+    seen: list[str] = []
+    async with client.monitor() as monitor:
+        await asyncio.sleep(0.05)
+        await action()  # type: ignore[operator]
+        await marker.echo("monitor-end")
+        while True:
+            info = await asyncio.wait_for(monitor.next_command(), 5)
+            command = info["command"]
+            if "monitor-end" in command:
+                break
+            if info.get("client_type") != "lua":
+                seen.append(command.split(" ", 1)[0].upper())
+    await client.aclose()
+    await marker.aclose()
+    return seen
+
+
+async def test_one_round_trip_per_publish_and_per_batch(
+    private_redis: PrivateServer, run_id: str
+) -> None:
+    backend = RedisBackend(private_redis.url, stream_ttl_seconds=600, max_events_per_run=1000)
+    bus = EventBus(backend)
+    await bus.publish(run_id, tokens(run_id, 1)[0])  # connection set-up and script load
+
+    async def one() -> None:
+        await bus.publish(run_id, tokens(run_id, 1)[0])
+
+    async def batch() -> None:
+        await bus.publish_many(run_id, tokens(run_id, 200))
+
+    assert await _commands_seen(private_redis.url, one) == ["EVALSHA"]
+    assert await _commands_seen(private_redis.url, batch) == ["EVALSHA"]
+    assert len(await bus.get_events(run_id)) == 202
+    await bus.close()
+
+
+async def test_tail_replay_reads_only_the_tail(backend: RedisBackend, run_id: str) -> None:
+    backend.max_events_per_run = 20_000
+    bus = EventBus(backend)
+    for start in range(0, 20_000, 1000):
+        await backend.append(run_id, [e.to_dict() for e in tokens(run_id, 1000, start)])
+    before = backend.entries_read
+    tail = await bus.get_events(run_id, 19_951)
+    assert [e.sequence for e in tail] == list(range(19_951, 20_001))
+    assert backend.entries_read - before <= 60  # 50 asked for, a chunk's overshoot at most
+    before = backend.entries_read
+    assert len(await backend.get_events(run_id, 0)) == 20_000
+    assert backend.entries_read - before == 20_000
+
+
+# -- bad data and errors ---------------------------------------------------------------------
+
+
+async def test_entries_that_are_not_events_are_skipped_and_counted(
+    backend: RedisBackend, url: str, run_id: str
+) -> None:
+    raw = redis.Redis.from_url(url)
+    key = f"stream:run:{run_id}"
+    bus = EventBus(backend)
+    try:
+        await bus.publish(run_id, tokens(run_id, 1)[0])
+        raw.xadd(key, {"data": "not json", "sequence": "2", "type": "token"})
+        raw.xadd(key, {"data": b"\xff\xfe{", "sequence": "3", "type": "token"})
+        raw.xadd(key, {"data": "[1, 2]", "sequence": "4", "type": "token"})
+        raw.xadd(key, {"data": json.dumps({"run_id": run_id}), "sequence": "5"})
+        raw.xadd(key, {"other": "field"})
+        wrong_run = TokenEvent(run_id="someone-else", content="x", sequence=6).to_dict()
+        raw.xadd(key, {"data": json.dumps(wrong_run), "sequence": "6", "type": "token"})
+        await bus.publish(run_id, TokenEvent(run_id=run_id, content="ok", sequence=7))
+        seen = [e async for e in bus.subscribe(run_id, 1, live=False)]
+        assert [(e.type, e.sequence) for e in seen] == [("token", 1), ("gap", 0), ("token", 7)]
+        assert backend.skipped_entries == 6
+        assert backend.describe()["skipped_entries"] == 6
+
+        got: list[int] = []
+        first = asyncio.Event()
+
+        async def follow() -> None:
+            async for e in bus.subscribe(run_id, 7):
+                got.append(e.sequence)
+                first.set()
+                if e.sequence == 8:
+                    return
+
+        task = asyncio.create_task(follow())
+        await asyncio.wait_for(first.wait(), 10)
+        raw.publish(f"events:run:{run_id}", "garbage {")
+        raw.publish(f"events:run:{run_id}", json.dumps({"type": "progress", "run_id": run_id}))
+        await bus.publish(run_id, tokens(run_id, 1)[0])
+        await asyncio.wait_for(task, 10)
+        assert got == [7, 8]
+        assert backend.skipped_messages == 2
+    finally:
+        raw.close()
+
+
+def _listener(reply: bytes) -> tuple[int, socket.socket]:
+    """A TCP server that is not Redis: answers ``reply`` to anything, then hangs up."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.recv(4096)
+                    conn.sendall(reply)
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(server.getsockname()[1]), server
+
+
+def _check_message(exc: BaseException, password: str, *phrases: str) -> str:
+    text = str(exc)
+    assert "\n" not in text
+    assert password not in text and password not in repr(exc)
+    assert "***@" in text
+    for phrase in phrases:
+        assert phrase in text, text
+    return text
+
+
+async def test_connection_refused_is_one_readable_masked_message() -> None:
+    url = f"redis://:hunter2secret@127.0.0.1:{free_port()}/0"
+    backend = RedisBackend(url)
+    with pytest.raises(BackendConnectionError) as info:
+        await backend.ping()
+    _check_message(info.value, "hunter2secret", "connection refused", "redis://***@127.0.0.1")
+    with pytest.raises(BackendConnectionError) as info:
+        await EventBus(backend).publish("r1", TokenEvent(run_id="r1", content="x"))
+    _check_message(info.value, "hunter2secret", "connection refused")
+    with pytest.raises(BackendConnectionError) as info:
+        async for _ in backend.follow("r1"):
+            pass
+    _check_message(info.value, "hunter2secret", "connection refused")
+    await backend.close()
+
+
+async def test_wrong_password_is_one_readable_masked_message(run_id: str) -> None:
+    server = PrivateServer(password="right-pw")
+    server.start()
+    try:
+        url = f"redis://:wrong-pw-123@127.0.0.1:{server.port}/0"
+        backend = RedisBackend(url)
+        with pytest.raises(BackendConnectionError) as info:
+            await backend.ping()
+        _check_message(info.value, "wrong-pw-123", "rejected the credentials")
+        await backend.close()
+        good = RedisBackend(server.url)
+        await good.ping()
+        assert "right-pw" not in json.dumps(good.describe())
+        await good.close()
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", b"\x00\x01garbage\xff\r\n"],
+    ids=["http", "garbage"],
+)
+async def test_a_port_that_is_not_redis_is_one_readable_masked_message(reply: bytes) -> None:
+    port, server = _listener(reply)
+    try:
+        backend = RedisBackend(f"redis://:pw-not-shown@127.0.0.1:{port}/0", command_timeout=3)
+        with pytest.raises(BackendConnectionError) as info:
+            await backend.ping()
+        _check_message(info.value, "pw-not-shown", "does not answer like Redis")
+        await backend.close()
+    finally:
+        server.close()
+
+
+def test_an_invalid_url_is_a_clear_masked_error() -> None:
+    with pytest.raises(BackendConnectionError) as info:
+        RedisBackend("http://:pw-x@localhost:6379")
+    _check_message(info.value, "pw-x", "invalid Redis URL")
+
+
+# -- URLs ---------------------------------------------------------------------------------------
+
+
+async def test_database_number_user_and_password_in_the_url(run_id: str) -> None:
+    server = PrivateServer(password="admin-pw")
+    server.start()
+    admin = redis.Redis(host="127.0.0.1", port=server.port, password="admin-pw")
+    try:
+        admin.acl_setuser(
+            "nb", enabled=True, passwords=["+nb-pw"], keys=["*"], channels=["*"], commands=["+@all"]
+        )
+        url = f"redis://nb:nb-pw@127.0.0.1:{server.port}/3"
+        backend = RedisBackend(url)
+        assert backend.describe()["url"] == f"redis://nb:***@127.0.0.1:{server.port}/3"
+        bus = EventBus(backend)
+        await bus.publish(run_id, tokens(run_id, 1)[0])
+        db3 = redis.Redis(host="127.0.0.1", port=server.port, password="admin-pw", db=3)
+        assert db3.xlen(f"stream:run:{run_id}") == 1
+        assert admin.exists(f"stream:run:{run_id}") == 0  # db 0 untouched
+        db3.close()
+        await bus.close()
+    finally:
+        admin.close()
+        server.close()
+
+
+def test_unix_socket_url(run_id: str) -> None:
+    binary = server_binary()
+    require(binary is not None, "no Redis-compatible server binary")
+    assert binary is not None
+    folder = tempfile.mkdtemp(prefix="dnb-unix-")
+    path = str(Path(folder) / "redis.sock")
+    args = [binary, "--port", "0", "--unixsocket", path, "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(
+        [*args, "--dir", folder], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+    async def scenario() -> list[int]:
+        bus = EventBus(RedisBackend(f"unix://{path}?db=0"))
+        got: list[int] = []
+
+        async def follow() -> None:
+            async for e in bus.subscribe(run_id, 1):
+                got.append(e.sequence)
+                if e.sequence == 3:
+                    return
+
+        task = asyncio.create_task(follow())
+        await bus.publish_many(run_id, tokens(run_id, 3))
+        await asyncio.wait_for(task, 10)
+        await bus.close()
+        return got
+
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(path).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert asyncio.run(scenario()) == [1, 2, 3]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_rediss_url_selects_tls_connections() -> None:
+    backend = RedisBackend("rediss://:tls-pw@127.0.0.1:6380/0")
+    assert backend.new_connection().__class__.__name__ == "SSLConnection"
+    assert backend.describe()["url"] == "rediss://***@127.0.0.1:6380/0"
+
+
+# -- followers --------------------------------------------------------------------------------
+
+
+async def test_followers_joining_and_leaving_quickly_all_get_live_events(
+    backend: RedisBackend, run_id: str
+) -> None:
+    bus = EventBus(backend)
+    await bus.publish(run_id, tokens(run_id, 1)[0])
+    for round_ in range(15):
+        # one follower leaves right as the next joins: the channel must stay subscribed
+        async def first_then_leave() -> None:
+            async for _ in bus.subscribe(run_id, 1):
+                return
+
+        await first_then_leave()
+        target = round_ + 2
+        got: list[int] = []
+
+        async def follow(until: int = target, got: list[int] = got) -> None:
+            async for e in bus.subscribe(run_id, until):
+                got.append(e.sequence)
+                return
+
+        task = asyncio.create_task(follow())
+        await asyncio.sleep(0)
+        await bus.publish(run_id, tokens(run_id, 1)[0])
+        await asyncio.wait_for(task, 5)
+        assert got == [target]
+
+
+async def test_one_pubsub_connection_serves_many_followers(
+    private_redis: PrivateServer,
+) -> None:
+    backend = RedisBackend(private_redis.url)
+    bus = EventBus(backend)
+    runs = [f"m-{i}" for i in range(5)]
+    followers = [(rid, []) for rid in runs for _ in range(2)]  # two followers per run
+
+    async def follow(rid: str, got: list[int]) -> None:
+        async for e in bus.subscribe(rid, 1):
+            got.append(e.sequence)
+            if e.sequence == 3:
+                return
+
+    tasks = [asyncio.create_task(follow(rid, got)) for rid, got in followers]
+    raw = redis.Redis.from_url(private_redis.url)
+    channels = [f"events:run:{r}" for r in runs]
+    deadline = time.monotonic() + 10
+    while raw.execute_command("PUBSUB", "NUMSUB", *channels)[1::2] != [1] * 5:
+        assert time.monotonic() < deadline, "followers did not subscribe"
+        await asyncio.sleep(0.01)
+    pubsub_clients = raw.client_list(_type="pubsub")
+    assert len(pubsub_clients) == 1 and pubsub_clients[0]["sub"] == "5"
+    for rid in runs:
+        await bus.publish_many(rid, tokens(rid, 3))
+    await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert all(got == [1, 2, 3] for _, got in followers)
+    assert backend.pubsub_connects == 1
+    raw.close()
+    await bus.close()
+
+
+# -- fallback -----------------------------------------------------------------------------------
+
+
+def test_without_the_redis_library_backend_redis_falls_back_to_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)  # import redis / redis.asyncio fail
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend = build_backend({"backend": "redis", "redis": {"url": "redis://:pw@h:6379/0"}})
+    assert isinstance(backend, InMemoryBackend)
+    assert backend.fallback_reason and "redis" in backend.fallback_reason
+    assert "pw" not in backend.fallback_reason
+    assert any(issubclass(w.category, BackendFallbackWarning) for w in caught)
+    assert backend.describe()["fallback_reason"] == backend.fallback_reason
