@@ -181,6 +181,11 @@ async def cmd_publish(args: argparse.Namespace, s: Session, out: IO[str], err: I
     else:
         raise CommandError("give the event: TYPE [key=value ...], or --file PATH (- for stdin)")
     stored = await s.bus.publish_many(run_id, events)
+    if s.backend.name == "memory":
+        err.write(
+            "note: the memory backend keeps events inside this process, so they are gone when "
+            "it exits; use --url or REDIS_URL to publish for other processes\n"
+        )
     for event in stored:
         if args.json:
             out.write(event.to_json() + "\n")
@@ -209,7 +214,8 @@ async def cmd_tail(args: argparse.Namespace, s: Session, out: IO[str], err: IO[s
         raise CommandError(f"--from must be 1 or more, not {args.from_sequence}")
     types = api.check_types(args.types)
     if not await s.bus.get_events(run_id, args.from_sequence):
-        err.write(f"waiting for run {run_id} on {s.location} (Ctrl-C to stop)\n")
+        err.write(f"waiting for run {run_id} on {s.location} (Ctrl-C to stop)"
+                  f"{s.no_events_hint()}\n")
         err.flush()
     printer = api.TracePrinter(out, as_json=args.json)
     follow = api.follow_run(s.bus, run_id, printer, from_sequence=args.from_sequence, types=types)

@@ -144,6 +144,12 @@ def test_bad_options_are_one_line_with_exit_code_2(capsys: pytest.CaptureFixture
         assert len(err.splitlines()) == 1 and message in err, err
 
 
+def test_publish_on_memory_says_the_events_stay_in_this_process() -> None:
+    code, out, err = cli(["publish", "m-1", "token", "content=hi"])
+    assert (code, out) == (0, "published token #1 to run m-1\n")
+    assert err.startswith("note: the memory backend keeps events inside this process")
+
+
 def test_publish_file_is_validated_whole_first(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     events.write_text('{"type": "started"}\n{"type": "token"}\n')
