@@ -63,6 +63,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
+FROM_HELP = "start at sequence N (default 1)"
+TYPE_HELP = "only these event types: token step ... custom custom:NAME (comma lists work)"
+
+
 def build_parser() -> ArgumentParser:
     backend = ArgumentParser(add_help=False)
     group = backend.add_argument_group("backend (as %stream_backend)")
@@ -100,18 +104,22 @@ def build_parser() -> ArgumentParser:
     p = sub.add_parser("tail", parents=[backend], help="follow a run live until it ends",
                        description="Print a run's events (stored ones first, then live ones) "
                        "until its terminal event. A run that has not started yet is waited for.")
-    p.add_argument("run_id", metavar="RUN_ID")
-    p.add_argument("--from", dest="from_sequence", type=int, default=1, metavar="N")
-    p.add_argument("--type", dest="types", nargs="+", action="extend", metavar="T")
+    p.add_argument("run_id", metavar="RUN_ID", help="the run; it may not have started yet")
+    p.add_argument("--from", dest="from_sequence", type=int, default=1, metavar="N",
+                   help=FROM_HELP)
+    p.add_argument("--type", dest="types", nargs="+", action="extend", metavar="T",
+                   help=TYPE_HELP)
     p.add_argument("--json", action="store_true", help="JSON Lines (the wire form)")
     p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                    help="give up after this long without the run ending")
 
     p = sub.add_parser("replay", parents=[backend], help="print a run's stored events")
     p.add_argument("run_id", metavar="RUN_ID")
-    p.add_argument("--from", dest="from_sequence", type=int, default=1, metavar="N")
-    p.add_argument("--last", type=int, metavar="N")
-    p.add_argument("--type", dest="types", nargs="+", action="extend", metavar="T")
+    p.add_argument("--from", dest="from_sequence", type=int, default=1, metavar="N",
+                   help=FROM_HELP)
+    p.add_argument("--last", type=int, metavar="N", help="only the last N (matching) events")
+    p.add_argument("--type", dest="types", nargs="+", action="extend", metavar="T",
+                   help=TYPE_HELP)
     p.add_argument("--json", action="store_true", help="JSON Lines (the wire form)")
 
     p = sub.add_parser("runs", parents=[backend], help="list the runs the backend holds")
