@@ -19,13 +19,15 @@ import nbformat
 import pytest
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-TUTORIALS = ("01-quickstart",)
+TUTORIALS = ("01-quickstart", "02-redis-many-processes")
 CELL_TIMEOUT = 60  # seconds per cell; the slowest tutorial cell takes a few seconds
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
-# Views each tutorial must end with: (run id pattern, status, whole run). "Whole run" means the
+# A view each tutorial must end with: (run id pattern, status, whole run). "Whole run" means the
 # view holds every event of the run (event_count == last_sequence) and has sent all of them to
-# the front end (sent_upto == last_sequence); a filtered view only needs some events.
+# the front end (sent_upto == last_sequence); a filtered view only needs some events. Views
+# updated after their cell ended may be saved stale (nbclient keeps only messages of the running
+# cell), which is why the last cell of each tutorial calls send_state() on one view.
 EXPECTED_VIEWS: dict[str, list[tuple[str, str, bool]]] = {
     "01-quickstart": [("quickstart-2", "complete", True)],
     "02-redis-many-processes": [("tour-*", "complete", True)],
@@ -41,11 +43,21 @@ def notebook_path(name: str) -> Path:
 def saved_views(nb: Any) -> list[dict[str, Any]]:
     """The RunView states nbclient saved with the executed notebook."""
     models = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    keys = ("run_id", "status", "event_count", "last_sequence", "sent_upto", "connection")
     return [
-        m["state"]
+        {k: m["state"].get(k) for k in keys}
         for m in models.values()
         if m.get("model_name") == "AnyModel" and "run_id" in m.get("state", {})
     ]
+
+
+def received(view: dict[str, Any], whole: bool) -> bool:
+    """The view got events; with ``whole``, every event of the run, all sent to the front end."""
+    if view["event_count"] <= 0:
+        return False
+    if not whole:
+        return True
+    return bool(view["event_count"] == view["last_sequence"] == view["sent_upto"])
 
 
 def problems_in_outputs(nb: Any) -> list[str]:
@@ -116,13 +128,8 @@ def test_tutorial_runs_top_to_bottom(name: str, tmp_path: Path) -> None:
     for pattern, status, whole in EXPECTED_VIEWS[name]:
         matching = [v for v in views if fnmatch.fnmatchcase(v["run_id"], pattern)]
         assert matching, f"{name}: no view of a run matching {pattern!r} in {views!r}"
-        ended = [v for v in matching if v["status"] == status]
-        assert ended, f"{name}: no view of {pattern!r} ended {status!r}: {matching!r}"
-        for view in ended:
-            assert view["event_count"] > 0
-            if whole:
-                assert view["event_count"] == view["last_sequence"], view
-                assert view["sent_upto"] == view["last_sequence"], view
+        good = [v for v in matching if v["status"] == status and received(v, whole)]
+        assert good, f"{name}: no view of {pattern!r} ended {status!r} with its events: {matching}"
 
     # Processes a tutorial starts, it stops: its last cell names them "(pid N)".
     last = nb.cells[-1]
