@@ -225,6 +225,9 @@ class _PubSubHub:
     def connection(self) -> AbstractConnection | None:
         return self._conn
 
+    def subscribers(self, channel: bytes) -> list[_LiveSub]:
+        return list(self._subs.get(channel, ())) if channel in self._confirmed else []
+
     async def attach(self, run_id: str) -> _LiveSub:
         """Subscribe (if this process has not yet) and wait for the server to confirm it."""
         channel = pubsub_channel(run_id).encode()
@@ -897,6 +900,11 @@ class RedisBackend:
             await self._client.ping()
         except (RedisError, OSError) as exc:
             raise self.error_for(exc, "connecting") from None
+
+    def subscriber_count(self, run_id: str) -> int:
+        """Local followers of ``run_id`` whose subscription the server has confirmed."""
+        channel = pubsub_channel(run_id).encode()
+        return len(self._hub.subscribers(channel))
 
     @property
     def pubsub_connects(self) -> int:
