@@ -474,6 +474,36 @@ async def test_followers_joining_and_leaving_quickly_all_get_live_events(
         assert got == [target]
 
 
+async def test_an_event_stored_after_the_followers_replay_still_reaches_it(
+    backend: RedisBackend, url: str, run_id: str
+) -> None:
+    """Dockrion publishes, then stores: its last event may be published just before a
+    follower subscribes and stored just after the follower read the stream."""
+    bus = EventBus(backend)
+    await bus.publish_many(run_id, tokens(run_id, 2))
+    got: list[int] = []
+    replayed = asyncio.Event()
+
+    async def follow() -> None:
+        async for e in bus.subscribe(run_id, 1):
+            got.append(e.sequence)
+            if e.sequence == 2:
+                replayed.set()
+            if e.sequence == 3:
+                return
+
+    task = asyncio.create_task(follow())
+    await asyncio.wait_for(replayed.wait(), 10)
+    late = CompleteEvent(run_id=run_id, sequence=3).to_dict()
+    raw = aioredis.from_url(url)
+    await raw.xadd(
+        f"stream:run:{run_id}", {"data": json.dumps(late), "sequence": "3", "type": "complete"}
+    )
+    await raw.aclose()
+    await asyncio.wait_for(task, 10)
+    assert got == [1, 2, 3]
+
+
 async def test_one_pubsub_connection_serves_many_followers(
     private_redis: PrivateServer,
 ) -> None:

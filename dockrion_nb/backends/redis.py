@@ -78,6 +78,7 @@ BATCH_LIMIT = 1000  # events per script call; a larger append takes one round tr
 READ_CHUNK = 1000  # stream entries per XRANGE/XREVRANGE call
 FIRST_TAIL_CHUNK = 16
 QUEUE_LIMIT = 10_000  # a follower further behind re-reads from the stream instead
+SETTLE_SECONDS = 0.5  # see RedisBackend._drain
 HEALTH_INTERVAL = 15.0  # seconds of Pub/Sub silence before we PING the server
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 5.0
@@ -219,6 +220,7 @@ class _PubSubHub:
         self._conn: AbstractConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._answered = False
         self.connects = 0
 
     @property
@@ -326,9 +328,9 @@ class _PubSubHub:
                     await asyncio.sleep(backoff_delay(attempt))
                     attempt += 1
                     continue
-                attempt = 0
                 self.connects += 1
                 self._conn = conn
+                self._answered = False
                 self._confirmed.clear()
                 channels = list(self._subs)
                 self._requested = set(channels)
@@ -352,9 +354,11 @@ class _PubSubHub:
                     self._confirmed.clear()
                     with contextlib.suppress(Exception):
                         await conn.disconnect()
+                # A server that accepts and then drops us at once must not make us spin.
+                attempt = 0 if self._answered else attempt + 1
                 if not self._closed and self._subs:
                     backend.set_state("reconnecting")
-                    await asyncio.sleep(backoff_delay(0))
+                    await asyncio.sleep(backoff_delay(attempt))
         finally:
             if not self._closed:
                 backend.set_state("idle")
@@ -362,13 +366,24 @@ class _PubSubHub:
     async def _read(self, conn: AbstractConnection) -> None:
         ping_sent = False
         while not self._closed:
-            reply = await conn.read_response(timeout=HEALTH_INTERVAL)
+            try:
+                reply = await conn.read_response(timeout=HEALTH_INTERVAL)
+            except ResponseError as exc:  # e.g. an ACL that denies a channel: tell, go on
+                self._fail_waiters(
+                    BackendSubscribeError(
+                        f"Redis at {self._backend.masked_url} refused a subscription: "
+                        f"{scrub(str(exc), self._backend.url)}",
+                        backend="redis",
+                    )
+                )
+                continue
             if reply is None:
                 if ping_sent:
                     raise RedisTimeoutError("no answer to PING on the Pub/Sub connection")
                 await conn.send_command("PING", check_health=False)
                 ping_sent = True
                 continue
+            self._answered = True
             ping_sent = False
             if not isinstance(reply, list) or not reply:
                 continue
@@ -764,7 +779,7 @@ class RedisBackend:
         try:
             async for event in self._fill(joiner):
                 yield event
-            async for event in self._drain(sub, joiner):
+            async for event in self._drain(sub, joiner, settle=True):
                 yield event
         finally:
             self._hub.detach(sub)
@@ -783,7 +798,7 @@ class RedisBackend:
                     break
                 yield item
             joiner = Joiner(run_id, sequence_of(item), self._fetcher(run_id))
-            async for event in self._drain(sub, joiner):
+            async for event in self._drain(sub, joiner, settle=False):
                 yield event
         finally:
             self._hub.detach(sub)
@@ -791,14 +806,32 @@ class RedisBackend:
     def _fetcher(self, run_id: str) -> Callable[[int], Any]:
         return lambda k: self._read_from(run_id, k)
 
-    async def _drain(self, sub: _LiveSub, joiner: Joiner) -> AsyncGenerator[EventDict, None]:
+    async def _drain(
+        self, sub: _LiveSub, joiner: Joiner, *, settle: bool
+    ) -> AsyncGenerator[EventDict, None]:
+        """Live events through the joiner. With ``settle``, a follower that hears nothing for
+        ``SETTLE_SECONDS`` after reading the stream reads it once more: a writer that
+        publishes before it stores (Dockrion does) may have stored, after our read, an event
+        it published before our subscription; nothing live would ever reveal it."""
+        unsettled = settle
         while True:
-            item = await sub.get()
+            if unsettled:
+                try:
+                    item = await asyncio.wait_for(sub.get(), SETTLE_SECONDS)
+                except TimeoutError:
+                    unsettled = False
+                    async for event in self._fill(joiner):
+                        yield event
+                    continue
+                unsettled = False  # a later live event makes the joiner fill any hole
+            else:
+                item = await sub.get()
             if item is _Signal.CLOSED:
                 return
             if item is _Signal.RESYNC:
                 async for event in self._fill(joiner):
                     yield event
+                unsettled = settle
                 continue
             try:
                 async for event in joiner.accept(item):
