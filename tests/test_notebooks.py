@@ -19,7 +19,12 @@ import nbformat
 import pytest
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-TUTORIALS = ("01-quickstart", "02-redis-many-processes", "03-tracing-your-agent")
+TUTORIALS = (
+    "01-quickstart",
+    "02-redis-many-processes",
+    "03-tracing-your-agent",
+    "04-dockfile-config",
+)
 CELL_TIMEOUT = 60  # seconds per cell; the slowest tutorial cell takes a few seconds
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
