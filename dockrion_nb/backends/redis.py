@@ -590,7 +590,8 @@ class RedisBackend:
             return self._decode(run_id, fields.get(b"data"), _field_int(fields.get(b"sequence")))
         except EventValidationError as exc:
             self.skipped_entries += 1
-            log.warning(
+            _log_skip(
+                self.skipped_entries,
                 "skipped stream entry %r of run %s: not a valid event (%s); %d skipped so far",
                 entry_id,
                 run_id,
@@ -604,7 +605,8 @@ class RedisBackend:
             return self._decode(run_id, data, 0)
         except EventValidationError as exc:
             self.skipped_messages += 1
-            log.warning(
+            _log_skip(
+                self.skipped_messages,
                 "skipped Pub/Sub message on run %s: not a valid event (%s); %d skipped so far",
                 run_id,
                 exc,
@@ -943,6 +945,13 @@ class RedisBackend:
     def pubsub_connects(self) -> int:
         """How many times the shared Pub/Sub connection has been (re)established."""
         return self._hub.connects
+
+
+def _log_skip(count: int, message: str, *args: Any) -> None:
+    """The first ten at WARNING, then every thousandth: a stream full of junk must not
+    flood the log."""
+    level = logging.WARNING if count <= 10 or count % 1000 == 0 else logging.DEBUG
+    log.log(level, message, *args)
 
 
 def _dumps(event: dict[str, Any]) -> str:
