@@ -110,13 +110,19 @@ def test_tutorial_is_committed_clean(name: str) -> None:
     nb = nbformat.read(notebook_path(name), as_version=4)
     nbformat.validate(nb)
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
-    assert "widgets" not in nb.metadata, "saved widget state: strip the notebook's outputs"
+    assert "widgets" not in nb.metadata, (
+        "saved widget state: delete metadata.widgets (JupyterLab: turn off Settings > Save "
+        "Widget State Automatically, then save)"
+    )
     dirty = [
         i
         for i, cell in enumerate(nb.cells)
         if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
     ]
-    assert not dirty, f"cells {dirty} have outputs or execution counts: strip them"
+    assert not dirty, (
+        f"cells {dirty} have outputs or execution counts: clear them (JupyterLab: Edit > Clear "
+        f"Outputs of All Cells; or jupyter nbconvert --clear-output --inplace {name}.ipynb)"
+    )
 
 
 @pytest.mark.slow
