@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -436,12 +437,61 @@ def test_unix_socket_url(run_id: str) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_rediss_url_selects_tls_connections() -> None:
-    backend = RedisBackend("rediss://:tls-pw@127.0.0.1:6380/0")
-    assert backend.new_connection().__class__.__name__ == "SSLConnection"
-    assert backend.describe()["url"] == "rediss://***@127.0.0.1:6380/0"
+def test_rediss_url_over_real_tls(run_id: str) -> None:
+    """A TLS-enabled ``redis-server`` with a throw-away certificate for 127.0.0.1."""
+    binary, openssl = shutil.which("redis-server"), shutil.which("openssl")
+    require(binary is not None and openssl is not None, "needs redis-server (TLS) and openssl")
+    assert binary is not None and openssl is not None
+    folder = Path(tempfile.mkdtemp(prefix="dnb-tls-"))
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+         "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+         "--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+
+    async def scenario() -> list[int]:
+        backend = RedisBackend(url)
+        for _ in range(200):  # until the server listens
+            try:
+                await backend.ping()
+                break
+            except BackendConnectionError:
+                await asyncio.sleep(0.05)
+        bus = EventBus(backend)
+        got: list[int] = []
+
+        async def follow() -> None:
+            async for e in bus.subscribe(run_id, 1):
+                got.append(e.sequence)
+                if e.sequence == 3:
+                    return
+
+        task = asyncio.create_task(follow())
+        await bus.publish_many(run_id, tokens(run_id, 3))
+        await asyncio.wait_for(task, 10)
+        await bus.close()
+        return got
+
+    try:
+        assert RedisBackend(url).new_connection().__class__.__name__ == "SSLConnection"
+        assert asyncio.run(scenario()) == [1, 2, 3]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- followers --------------------------------------------------------------------------------
