@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Iterator
 
@@ -202,4 +203,32 @@ async def test_a_follower_behind_trimmed_events_is_told_with_a_gap(
     gaps = [(s, to) for kind, s, to in seen if kind == "gap"]
     assert gaps, "the follower lost events without being told"
     assert sequences == sorted(set(sequences)) and sequences[-50:] == list(range(252, 302))
+    await bus.close()
+
+
+async def test_a_frozen_server_is_detected_by_ping_and_the_follower_resumes(
+    private_redis: PrivateServer, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_backend, "HEALTH_INTERVAL", 0.2)
+    backend = RedisBackend(private_redis.url, command_timeout=2.0)
+    states: list[str] = []
+    backend.add_state_listener(states.append)
+    bus = EventBus(backend)
+    follower = Follower(bus, run_id, until=20)
+    await bus.publish_many(run_id, tokens(run_id, 10))
+    await follower.wait_for(10)
+    await asyncio.sleep(0.6)  # idle: PINGs are answered, the connection stays
+    assert backend.pubsub_connects == 1 and states[-1] == "live"
+
+    assert private_redis.proc is not None
+    private_redis.proc.send_signal(signal.SIGSTOP)  # alive but silent
+    try:
+        await wait_state(states, "reconnecting")
+    finally:
+        private_redis.proc.send_signal(signal.SIGCONT)
+    await bus.publish_many(run_id, tokens(run_id, 10, 10))
+    await follower.wait_for(20, limit=20)
+    await follower.task
+    assert follower.sequences == list(range(1, 21))
+    assert backend.pubsub_connects >= 2
     await bus.close()
