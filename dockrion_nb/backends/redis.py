@@ -20,10 +20,20 @@ What we do beyond the reference, and why:
 - One Pub/Sub connection per backend multiplexes every followed run and decodes each message
   once; followers get their own queues. When that connection drops, it reconnects with bounded
   exponential backoff and jitter, re-subscribes, and every follower fills what it missed from
-  the stream: no loss, no duplicate. ``state`` says ``live`` or ``reconnecting``.
+  the stream: no loss, no duplicate. ``state`` says ``live`` or ``reconnecting``. A follower
+  more than ``QUEUE_LIMIT`` events behind stops queueing and re-reads the stream once it has
+  drained (a ``gap`` event if trimming took some). After reading the stream, a follower that
+  hears nothing for ``SETTLE_SECONDS`` reads it once more, because Dockrion publishes before it
+  stores.
 - Errors raise (``BackendConnectionError``/``BackendPublishError``) with the URL's password
   masked; nothing is dropped silently. Stream entries or messages that are not valid events are
   skipped, counted (``skipped_entries``/``skipped_messages``) and logged.
+
+Connections: commands share one blocking pool of ``connection_pool_size`` (a burst waits for a
+free connection instead of failing); the Pub/Sub connection is one more, outside the pool.
+Everything speaks RESP2. redis-py's own command retries are off: a retried script whose first
+reply was lost would store its events twice; stale pooled connections are still replaced
+before use, and followers retry by themselves.
 
 Not supported: Redis Cluster (the counter key and the stream key may live in different slots).
 Pub/Sub channels ignore the database number, as in Dockrion, so two databases on one server
