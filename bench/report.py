@@ -63,6 +63,7 @@ class Row:
     dockrion_delivered: float | None = None
     target: Target | None = None
     reason: str = ""  # why ours (or the row) is not measured
+    detail: str = ""  # extra figures shown with the profile of a missed target
     profile: ProfileRun | None = field(default=None, repr=False)
 
     @property
@@ -163,7 +164,11 @@ def git_commit() -> str:
         return "?"
 
 
-def machine(server: str) -> dict[str, str]:
+def load_average() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine(server: str, load_before: str = "") -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     def ver(dist: str) -> str:
@@ -172,7 +177,6 @@ def machine(server: str) -> dict[str, str]:
         except PackageNotFoundError:
             return "not installed"
 
-    load = os.getloadavg()
     return {
         "CPU": cpu_model(),
         "cores": str(os.cpu_count()),
@@ -182,6 +186,7 @@ def machine(server: str) -> dict[str, str]:
         "dockrion (reference)": ver("dockrion"),
         "dockrion-nb": ver("dockrion-nb") + f" (commit {git_commit()})",
         "server": server,
-        "load average (1/5/15 min)": " / ".join(f"{x:.2f}" for x in load),
+        "load average (1/5/15 min) before": load_before or "?",
+        "load average (1/5/15 min) after": load_average(),
         "OS": platform.platform(),
     }

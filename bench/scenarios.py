@@ -64,19 +64,25 @@ class Delivery:
 
 @dataclass
 class Latency:
+    """Publish-call-to-receipt times, and how long the publish call itself took."""
+
     sent: int
     samples_ms: list[float]
+    calls_ms: list[float] = field(default_factory=list)
 
     def percentile(self, p: float) -> float:
-        data = sorted(self.samples_ms)
-        if not data:
-            return float("nan")
-        k = min(len(data) - 1, max(0, round(p / 100 * (len(data) - 1))))
-        return data[k]
+        return percentile(self.samples_ms, p)
 
     @property
     def received(self) -> float:
         return len(self.samples_ms) / self.sent if self.sent else 0.0
+
+
+def percentile(values: list[float], p: float) -> float:
+    data = sorted(values)
+    if not data:
+        return float("nan")
+    return data[min(len(data) - 1, max(0, round(p / 100 * (len(data) - 1))))]
 
 
 class Counter:
@@ -179,6 +185,7 @@ async def paced_latency(
     """One subscriber; publish ``n`` events at ``rate``/s; publish-call to receipt, per event."""
     events = side.events(run_id, n)
     sent = [0.0] * n
+    calls = [0.0] * n
     arrived: dict[int, float] = {}
 
     def stamp(event: Any) -> None:
@@ -197,10 +204,12 @@ async def paced_latency(
                     await asyncio.sleep(delay)
                 sent[i] = time.perf_counter()
                 await side.publish(run_id, event)
+                calls[i] = (time.perf_counter() - sent[i]) * 1000
             await counter.settle(settle, 30.0)
     finally:
         await counter.stop()
-    return Latency(n, [(arrived[i + 1] - sent[i]) * 1000 for i in range(n) if i + 1 in arrived])
+    samples = [(arrived[i + 1] - sent[i]) * 1000 for i in range(n) if i + 1 in arrived]
+    return Latency(n, samples, calls)
 
 
 async def raw_paced_latency(
@@ -286,13 +295,21 @@ async def timed_read(
     return elapsed
 
 
-async def raw_read(client: Any, run_id: str, tail: int | None) -> float:
+async def raw_read(client: Any, run_id: str, tail: int | None, chunk: int = 1000) -> float:
+    """The ceiling for replay: XREVRANGE COUNT ``tail``, or the whole stream with XRANGE in
+    chunks of ``chunk`` (faster from redis-py than one huge reply); no JSON, no models."""
+    key = ceiling.stream_key(run_id)
     t0 = time.perf_counter()
-    if tail is None:
-        await client.xrange(ceiling.stream_key(run_id), "-", "+")
-    else:
-        await client.xrevrange(ceiling.stream_key(run_id), "+", "-", count=tail)
-    return time.perf_counter() - t0
+    if tail is not None:
+        await client.xrevrange(key, "+", "-", count=tail)
+        return time.perf_counter() - t0
+    start: bytes | str = "-"
+    while True:
+        entries = await client.xrange(key, min=start, max="+", count=chunk)
+        if len(entries) < chunk:
+            return time.perf_counter() - t0
+        last = entries[-1][0]
+        start = b"(" + (last if isinstance(last, bytes) else str(last).encode())
 
 
 def median(values: list[float]) -> float:
