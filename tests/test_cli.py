@@ -229,6 +229,7 @@ def test_tail_json_follows_a_demo_in_another_process(redis_url: str, redis_run: 
         tail.kill()
         tail.wait()
     assert tail.returncode == 0, err
+    assert "Traceback" not in err and "never retrieved" not in err, err
     events = [json.loads(line) for line in out.splitlines()]
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
     assert events[-1]["type"] == "complete"

@@ -231,6 +231,7 @@ class _PubSubHub:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._answered = False
+        self._unsubscribing: set[asyncio.Task[None]] = set()
         self.connects = 0
 
     @property
@@ -279,12 +280,14 @@ class _PubSubHub:
         self._requested.discard(sub.channel)
         if self._conn is not None and not self._closed:
             with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().create_task(self._unsubscribe(sub.channel))
+                task = asyncio.get_running_loop().create_task(self._unsubscribe(sub.channel))
+                self._unsubscribing.add(task)
+                task.add_done_callback(self._unsubscribing.discard)
 
     async def _unsubscribe(self, channel: bytes) -> None:
         # Checked when it runs, not when scheduled: a follower may have re-subscribed since,
         # and an UNSUBSCRIBE written after its SUBSCRIBE would silently cut it off.
-        if channel not in self._subs:
+        if channel not in self._subs and not self._closed:
             await self._send("UNSUBSCRIBE", channel)
 
     async def _send(self, *args: Any) -> None:
@@ -300,6 +303,12 @@ class _PubSubHub:
             for sub in subs:
                 sub.signal(_Signal.CLOSED)
         self._fail_waiters(BackendClosedError("the Redis backend is closed", backend="redis"))
+        # An UNSUBSCRIBE still in flight must not write to the connection closed below.
+        pending = list(self._unsubscribing)
+        for unsubscribing in pending:
+            unsubscribing.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
