@@ -101,7 +101,7 @@ class Row:
 
     def cells(self) -> list[str]:
         ours = fmt(self.ours, self.unit, self.ours_delivered, self.ours_note)
-        if self.ours is None:
+        if self.ours is None and (self.reason or not self.ours_note):
             ours = "not measured" + (f": {self.reason}" if self.reason else "")
         dock = fmt(self.dockrion, self.unit, self.dockrion_delivered, self.dockrion_note)
         ratio = self.ratio

@@ -689,7 +689,7 @@ def widget_rows(quick: bool, timeout: float = 420.0) -> list[Row]:
             text=True,
             timeout=timeout,
             cwd=root,
-            env={**os.environ, "PYTHONPATH": root},
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([root, str(ROOT / "tests")])},
         )
     except subprocess.TimeoutExpired:
         return [Row("7a", name, "", reason=f"widget_bench.run did not finish in {timeout:.0f} s")]
@@ -704,17 +704,32 @@ def widget_rows(quick: bool, timeout: float = 420.0) -> list[Row]:
     for i, (k, v) in enumerate(result.items()):
         key = f"7{chr(ord('a') + i)}"
         if isinstance(v, int | float) and not isinstance(v, bool):
-            unit = (
-                "ev/s"
-                if "per_s" in k or k.endswith("_eps")
-                else ("s" if k.endswith(("_s", "_seconds", "seconds")) else "")
-            )
-            row = Row(key, f"widget: {k}", unit, ours=float(v), dockrion_note="no widget")
+            row = Row(key, f"widget: {k}", widget_unit(k), ours=float(v))
+            row.dockrion_note = "no widget"
+            row.target = widget_target(k, row.unit)
         else:
-            row = Row(key, f"widget: {k}", "", ours=None, reason=str(v)[:200])
-            row.ours_note = str(v)
+            row = Row(key, f"widget: {k}", "", ours_note=str(v)[:200])
         rows.append(row)
     return rows
+
+
+def widget_unit(name: str) -> str:
+    if "per_s" in name or name.endswith(("_eps", "_rate")):
+        return "ev/s"
+    if name.endswith("_ms"):
+        return "ms"
+    if name.endswith(("_s", "_seconds", "seconds")):
+        return "s"
+    return ""
+
+
+def widget_target(name: str, unit: str) -> Target | None:
+    """The issue's browser targets, matched by the harness's key names."""
+    if "lost" in name or "missing" in name or "dropped" in name:
+        return Target(max_value=0, text="nothing lost")
+    if "replay" in name and unit in ("s", "ms"):
+        return Target(max_value=1.5 if unit == "s" else 1500, text="about 1 s")
+    return None
 
 
 # -- profiles ------------------------------------------------------------------------------------

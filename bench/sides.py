@@ -174,28 +174,20 @@ class Side:
         return await self.bus.get_events(run_id, from_sequence)  # type: ignore[no-any-return]
 
     async def wait_subscribed(self, run_id: str, n: int, raw: Any = None) -> None:
-        """Until ``n`` subscribers are attached (memory) or the channel has listeners (Redis)."""
+        """Until ``n`` subscribers are attached and (on Redis) confirmed by the server."""
         loop = asyncio.get_running_loop()
-        # Ours is gapless (a late subscriber replays what it missed), so it only gets a grace
-        # period; Dockrion's live-only subscribers must be attached before publishing starts.
-        strict = self.impl == DOCKRION or self.kind == "memory"
-        deadline = loop.time() + (10.0 if strict else 2.0)
+        deadline = loop.time() + 10.0
         while loop.time() < deadline:
             if await self._subscribed(run_id, raw) >= n:
-                break
+                return
             await asyncio.sleep(0.005)
-        else:
-            if strict:
-                raise RuntimeError(f"{self.label}: {n} subscribers did not attach within 10 s")
-        if self.kind == "redis":
-            await asyncio.sleep(0.05)  # our backend may share one connection between subscribers
+        raise RuntimeError(f"{self.label}: {n} subscribers did not attach within 10 s")
 
     async def _subscribed(self, run_id: str, raw: Any) -> int:
+        if self.impl == OURS:
+            # Ours multiplexes a process's followers over one connection: count them locally.
+            return int(self.backend.subscriber_count(run_id))
         if self.kind == "memory":
-            if self.impl == OURS:
-                return int(self.backend.subscriber_count(run_id))
             return int(self.backend.get_subscriber_count(f"run:{run_id}"))
         counts = await raw.pubsub_numsub(f"events:run:{run_id}")
-        total = int(counts[0][1]) if counts else 0
-        # Ours may multiplex every subscriber of a process over one connection.
-        return total if self.impl == DOCKRION else (10**9 if total else 0)
+        return int(counts[0][1]) if counts else 0
