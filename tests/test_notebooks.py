@@ -125,7 +125,6 @@ def test_tutorial_is_committed_clean(name: str) -> None:
     )
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("name", TUTORIALS)
 def test_tutorial_runs_top_to_bottom(name: str, tmp_path: Path) -> None:
