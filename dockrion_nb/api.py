@@ -495,7 +495,11 @@ def replay(
     from .widget import RunView
 
     first = next((e.sequence for e in events if e.sequence), from_sequence)
-    return RunView(run_id, from_sequence=first, types=wanted, live=False, engine=eng)
+    view = RunView(run_id, from_sequence=first, types=wanted, live=False, engine=eng)
+    # A replay view ends with the stored events; wait for them so the returned view (and its
+    # static text/HTML, which nbviewer shows) already holds every event.
+    view.wait(timeout=30)
+    return view
 
 
 def runs(pattern: str | None = None, *, engine: Engine | None = None) -> RunTable:

@@ -338,3 +338,23 @@ async def test_simulate_agent_runs_the_whole_story_and_fails_on_request() -> Non
     failed = await api.simulate_agent(StreamContext("demo-bad", bus), speed=0, fail=True)
     assert failed is not None and failed.type == "error"
     assert "token" not in [e.type for e in await bus.get_events("demo-bad")]
+
+
+def test_replay_widget_holds_every_stored_event_when_returned() -> None:
+    """The static summary of a replay (what nbviewer shows) is never a premature 'waiting'."""
+    from dockrion_nb import api
+    from dockrion_nb.engine import Engine
+
+    engine = Engine()
+    try:
+        for attempt in range(10):
+            run_id = f"replay-ready-{attempt}"
+            api.publish(run_id, "started", engine=engine)
+            api.publish(run_id, "complete", engine=engine)
+            view = api.replay(run_id, engine=engine)
+            assert view.status == "complete"
+            assert len(view.events) == 2
+            assert "complete" in view._summary_text()
+            view.close()
+    finally:
+        engine.shutdown()
