@@ -19,6 +19,7 @@ import html
 import importlib
 import threading
 import time
+import uuid
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -162,6 +163,8 @@ class RunView(anywidget.AnyWidget):
     live = t.Bool(True).tag(sync=True)
     types = t.List(t.Unicode(), allow_none=True, default_value=None).tag(sync=True)
     max_events = t.Int(None, allow_none=True).tag(sync=True)
+    # Names this widget's event store in the page, shared by all its views.
+    _store_key = t.Unicode("").tag(sync=True)
 
     def __init__(
         self,
@@ -196,6 +199,7 @@ class RunView(anywidget.AnyWidget):
             live=live,
             types=type_list,
             max_events=max_events,
+            _store_key=uuid.uuid4().hex,
             **kwargs,
         )
         self._lock = threading.Lock()

@@ -30,8 +30,16 @@ const OBJECT_ROWS = 200; // checkpoint/custom blocks kept in the DOM
 const BOX_ROWS = 20; // error/cancel/gap boxes kept in the DOM
 const SUMMARY_MAX = 200;
 
-/** @type {WeakMap<Model, RunStore>} */
+/**
+ * Stores by widget manager (one per kernel connection), then by the widget's `_store_key`.
+ * anywidget hands `initialize` and each `render` a different proxy of the same model, so the
+ * proxy itself cannot be the key.
+ * @type {WeakMap<object, Map<string, RunStore>>}
+ */
 const STORES = new WeakMap();
+const NO_MANAGER = {};
+/** @type {WeakMap<Model, RunStore>} fallback for a model without a `_store_key` */
+const BY_MODEL = new WeakMap();
 
 /**
  * @param {string} tag
@@ -433,12 +441,26 @@ class RunStore {
 
 /** @param {Model} model */
 function storeFor(model) {
-  let store = STORES.get(model);
-  if (!store) {
-    store = new RunStore(model);
-    STORES.set(model, store);
+  const key = str(model.get("_store_key"));
+  if (!key) {
+    let store = BY_MODEL.get(model);
+    if (!store) BY_MODEL.set(model, (store = new RunStore(model)));
+    return store;
   }
+  const scope = /** @type {any} */ (model).widget_manager ?? NO_MANAGER;
+  let stores = STORES.get(scope);
+  if (!stores) STORES.set(scope, (stores = new Map()));
+  let store = stores.get(key);
+  if (!store) stores.set(key, (store = new RunStore(model)));
   return store;
+}
+
+/** @param {Model} model */
+function dropStore(model) {
+  const key = str(model.get("_store_key"));
+  const stores = STORES.get(/** @type {any} */ (model).widget_manager ?? NO_MANAGER);
+  if (key && stores) stores.delete(key);
+  BY_MODEL.delete(model);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1008,6 +1030,7 @@ function initialize({ model }) {
   return () => {
     model.off("msg:custom", onMsg);
     model.off("change:sent_upto", onSent);
+    dropStore(model); // the model is gone (or its code reloads: the new store asks again)
   };
 }
 

@@ -15,12 +15,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import json
 import os
 import queue
 import shutil
+import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,6 +156,7 @@ def create_view(page: Any, state: dict[str, Any], views: int = 1) -> int:
 
 def default_state(run_id: str = "run-x", **extra: Any) -> dict[str, Any]:
     state = {
+        "_store_key": uuid.uuid4().hex,
         "run_id": run_id,
         "backend": "memory",
         "status": "waiting",
@@ -227,3 +231,143 @@ def pump_outbox(page: Any, model_id: int, view: ForwardingRunView, until: Any,
         if not ops and not requests and until():
             return delivered
     raise TimeoutError("the page did not reach the expected state in time")
+
+
+# -- JupyterLab --------------------------------------------------------------------------------
+
+LAB_TOKEN = "drnb-e2e-token"
+
+JS_PROMPTS = """() => Array.from(
+  document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt'))
+  .map(e => e.textContent.trim())"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def jupyter_available() -> bool:
+    import importlib.util
+
+    return (Path(sys.executable).parent / "jupyter").exists() and all(
+        importlib.util.find_spec(m) is not None for m in ("jupyterlab", "ipykernel")
+    )
+
+
+def lab_env(work: Path) -> dict[str, str]:
+    """Environment that keeps every Jupyter file under ``work`` (nothing in the real HOME)."""
+    j = work / "jupyter"
+    env = {
+        **os.environ,
+        "HOME": str(work / "home"),
+        "JUPYTER_CONFIG_DIR": str(j / "config"),
+        "JUPYTER_DATA_DIR": str(j / "data"),
+        "JUPYTER_RUNTIME_DIR": str(j / "runtime"),
+        "IPYTHONDIR": str(j / "ipython"),
+        "JUPYTER_PLATFORM_DIRS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for d in ("home", "jupyter/config/labconfig", "jupyter/data", "jupyter/runtime",
+              "jupyter/ipython", "jupyter/settings/@jupyterlab/notebook-extension"):
+        (work / d).mkdir(parents=True, exist_ok=True)
+    # no "get Jupyter news?" toast over the page
+    (j / "config" / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
+    # render every cell (JupyterLab's default windowing skips off-screen ones)
+    (j / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+     ).write_text(json.dumps({"windowingMode": "none"}))
+    return env
+
+
+@contextlib.contextmanager
+def jupyter_lab(work: Path, root_dir: Path) -> Iterator[str]:
+    """A JupyterLab server on 127.0.0.1 for ``root_dir``; yields its base URL. Stopped by PID."""
+    import subprocess
+    import urllib.request
+
+    port = free_port()
+    cmd = [
+        str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--allow-root",
+        f"--IdentityProvider.token={LAB_TOKEN}", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={root_dir}",
+        f"--LabApp.workspaces_dir={work / 'jupyter' / 'workspaces'}",
+        f"--LabApp.user_settings_dir={work / 'jupyter' / 'settings'}",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.news_url=None",
+    ]
+    log = open(work / "lab.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=lab_env(work),
+                            start_new_session=True)
+    try:
+        status = f"http://127.0.0.1:{port}/api/status?token={LAB_TOKEN}"
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited with {proc.returncode}; see {log.name}")
+            with contextlib.suppress(Exception), urllib.request.urlopen(status, timeout=1) as r:
+                if r.status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("jupyter lab did not answer within 90 s")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        log.close()
+
+
+def write_notebook(path: Path, cells: list[str]) -> None:
+    nb = {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {},
+             "outputs": [], "source": src}
+            for i, src in enumerate(cells)
+        ],
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
+                           "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path.write_text(json.dumps(nb, indent=1))
+
+
+def open_notebook_and_run_all(page: Any, url: str) -> None:
+    """Open a notebook in JupyterLab, wait for an idle kernel, then Run > Run All Cells."""
+    page.goto(url, wait_until="domcontentloaded", timeout=60000)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", state="attached", timeout=60000)
+    wait_kernel_idle(page)
+    # Right after the kernel reports idle, a Run All is sometimes swallowed (no cell starts);
+    # no cell has run then, so running all again is safe.
+    for _attempt in range(4):
+        page.locator(".jp-NotebookPanel .jp-Cell").first.click()
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        with contextlib.suppress(Exception):
+            page.wait_for_function(
+                f"() => ({JS_PROMPTS})().some(p => p !== '[ ]:')", timeout=8000
+            )
+            return
+    raise RuntimeError("Run All Cells did not start the notebook")
+
+
+def wait_kernel_idle(page: Any, timeout: float = 60.0) -> None:
+    page.wait_for_function(
+        "() => { const e = document.querySelector('.jp-Notebook-ExecutionIndicator');"
+        " return e && e.getAttribute('data-status') === 'idle'; }",
+        timeout=timeout * 1000,
+    )

@@ -28,6 +28,18 @@ class FakeModel {
   send(content) { this.sent.push(content); }
 }
 
+// anywidget gives initialize and every render a different proxy of the model; so do we
+const proxy = (model) => ({
+  get: (k) => model.get(k),
+  set: (k, v) => model.set(k, v),
+  save_changes: () => model.save_changes(),
+  send: (c) => model.send(c),
+  on: (e, cb) => model.on(e, cb),
+  off: (e, cb) => model.off(e, cb),
+  widget_manager: window.__fakeManager,
+});
+window.__fakeManager = {};
+
 const models = new Map();
 let nextId = 1;
 const frameGaps = { last: 0, max: 0, count: 0, running: false };
@@ -37,7 +49,7 @@ window.H = {
   async create(state) {
     const id = nextId++;
     const model = new FakeModel(state);
-    const cleanup = await widget.initialize?.({ model });
+    const cleanup = await widget.initialize?.({ model: proxy(model) });
     models.set(id, { model, cleanup, views: [] });
     return id;
   },
@@ -48,7 +60,7 @@ window.H = {
     el.dataset.model = String(id);
     el.dataset.view = String(entry.views.length);
     document.getElementById("hosts").append(el);
-    const cleanup = await widget.render({ model: entry.model, el });
+    const cleanup = await widget.render({ model: proxy(entry.model), el });
     entry.views.push({ el, cleanup });
     return entry.views.length - 1;
   },
