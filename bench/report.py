@@ -28,6 +28,7 @@ class Target:
     delivered: bool = False
     min_ceiling_share: float | None = None
     max_value: float | None = None  # e.g. duplicate sequences: 0
+    min_value: float | None = None
     text: str = ""
 
     def describe(self) -> str:
@@ -42,6 +43,8 @@ class Target:
             parts.append(f"≥ {self.min_ceiling_share:.0%} of ceiling")
         if self.max_value is not None:
             parts.append(f"≤ {self.max_value:g}")
+        if self.min_value is not None:
+            parts.append(f"≥ {self.min_value:g}")
         return ", ".join(parts) or "report"
 
 
@@ -97,6 +100,8 @@ class Row:
             ok = ok and share is not None and share >= t.min_ceiling_share
         if t.max_value is not None:
             ok = ok and self.ours <= t.max_value
+        if t.min_value is not None:
+            ok = ok and self.ours >= t.min_value
         return ok
 
     def cells(self) -> list[str]:
