@@ -413,6 +413,10 @@ class RunView(anywidget.AnyWidget):
                     if self.live and self.connection == "replay":
                         self._set_state(connection="live")
                 await self._flush_soon()
+            # the last batch also waits for its send slot (the budget holds to the end)
+            delay = self._next_slot - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
         finally:
             if callable(remove_listener):
                 remove_listener()

@@ -219,11 +219,11 @@ def pump_outbox(page: Any, model_id: int, view: ForwardingRunView, until: Any,
         ops: list[Any] = []
         with contextlib.suppress(queue.Empty):
             ops.append(view.outbox.get(timeout=0.02))
-            while len(ops) < 20:
+            while len(ops) < 40:
                 ops.append(view.outbox.get_nowait())
         requests = page.evaluate(
-            "([id, ops]) => { H.apply(id, ops); return H.sent(id).splice(0); }",
-            [model_id, ops],
+            "([id, ops]) => H.applyJson(id, ops)",
+            [model_id, json.dumps(ops, default=str) if ops else ""],
         )
         delivered += len(ops)
         for content in requests:

@@ -73,6 +73,12 @@ window.H = {
       else model.set(a, b);
     }
   },
+  // ops as a JSON string (much cheaper to hand over than a structured argument); returns and
+  // clears what the front end sent back
+  applyJson(id, json) {
+    if (json) this.apply(id, JSON.parse(json));
+    return models.get(id).model.sent.splice(0);
+  },
   sent(id) { return models.get(id).model.sent; },
   view(id, i = 0) { return models.get(id).views[i].el.querySelector(".drnb-root").__drnbView; },
   records(id, i = 0) { return this.view(id, i).store.records.length; },
