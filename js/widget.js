@@ -83,13 +83,20 @@ function fmtDuration(ms) {
   if (!Number.isFinite(ms) || ms < 0) return "–";
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
-  const m = Math.floor(ms / 60000);
-  return `${m} min ${Math.round((ms % 60000) / 1000)} s`;
+  if (ms < 3_600_000) return `${Math.floor(ms / 60000)} min ${Math.floor((ms % 60000) / 1000)} s`;
+  if (ms < 86_400_000) return `${Math.floor(ms / 3_600_000)} h ${Math.floor((ms % 3_600_000) / 60000)} min`;
+  return `${Math.floor(ms / 86_400_000)} d ${Math.floor((ms % 86_400_000) / 3_600_000)} h`;
 }
 
-/** @param {number} ms */
+/** Time since the run's first event, compact enough for the log's time column. @param {number} ms */
 function fmtRel(ms) {
-  return Number.isFinite(ms) ? `+${(ms / 1000).toFixed(3)}s` : "";
+  if (!Number.isFinite(ms)) return "";
+  const sign = ms < 0 ? "-" : "+";
+  const a = Math.abs(ms);
+  if (a < 100_000) return `${sign}${(a / 1000).toFixed(3)}s`;
+  if (a < 3_600_000) return `${sign}${Math.floor(a / 60000)}m${String(Math.floor(a / 1000) % 60).padStart(2, "0")}s`;
+  if (a < 360_000_000) return `${sign}${Math.floor(a / 3_600_000)}h${String(Math.floor(a / 60000) % 60).padStart(2, "0")}m`;
+  return `${sign}${Math.floor(a / 86_400_000)}d`;
 }
 
 const BASE_FIELDS = new Set(["id", "type", "run_id", "sequence", "timestamp"]);
