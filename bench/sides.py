@@ -57,7 +57,8 @@ def silence_dockrion_logs() -> None:
     for name, logger in logging.Logger.manager.loggerDict.items():
         if name.startswith("dockrion.") and isinstance(logger, logging.Logger):
             for handler in logger.handlers:
-                if isinstance(handler, logging.StreamHandler):
+                # exactly Dockrion's handlers: never a subclass such as pytest's log capture
+                if type(handler) is logging.StreamHandler:
                     handler.setStream(sink)
     _silenced = True
 
