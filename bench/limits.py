@@ -65,10 +65,13 @@ def explain(row: Row, costs: dict[str, float]) -> str:
     if key in ("3c", "3d"):
         return (
             "Dockrion PUBLISHes first (the first of its three round trips) and stores after, so "
-            "its subscriber hears an event before it is stored. Ours assigns the sequence, "
-            "stores and publishes in one server-side script, then the message passes the "
-            "backend's shared Pub/Sub reader task and the follower's queue (one more loop "
-            "iteration) before the subscriber sees it."
+            "its subscriber hears an event one plain PUBLISH round trip after the call starts, "
+            "before the event is stored. Ours sends one server-side script that numbers, stores "
+            "(XADD, EXPIRE, counter) and publishes: the subscriber hears the event after that "
+            "longer round trip, once the loop has handled the publisher's reply (the shared "
+            "Pub/Sub reader task runs next), plus one hop through the follower's queue. The "
+            "publish-call times below show the round trips; the profile is mostly the pacing "
+            "sleeps."
         )
     if key in ("4d",) and row.dockrion:
         return (

@@ -47,9 +47,9 @@ class Sizes:
     redis_pub_n: int = 20_000
     redis_repeats: int = 3
     batch: int = 100
-    lat_n: int = 3_000
+    lat_n: int = 1_500
     lat_rate: float = 1_000.0
-    lat_repeats: int = 2
+    lat_repeats: int = 4
     replay_total: int = 100_000
     replay_tail: int = 100
     tail_repeats: int = 15
