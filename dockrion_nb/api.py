@@ -96,8 +96,11 @@ def build_config(
         raise ConfigError(f"unknown backend {chosen!r}: use 'memory' or 'redis'")
     data: dict[str, Any] = {**base, "backend": chosen}
     if chosen == "memory":
-        given = [name for name, v in zip(REDIS_ONLY_OPTIONS, (url, ttl, pool_size), strict=True)
-                 if v is not None]
+        given = [
+            name
+            for name, v in zip(REDIS_ONLY_OPTIONS, (url, ttl, pool_size), strict=True)
+            if v is not None
+        ]
         if given:
             flags = ", ".join("--" + g.replace("_", "-") for g in given)
             verb = "applies" if len(given) == 1 else "apply"
@@ -151,7 +154,11 @@ def use_backend(
         backend
         if isinstance(backend, StreamingConfig)
         else build_config(
-            backend, url=url, ttl=ttl, max_events=max_events, pool_size=pool_size,
+            backend,
+            url=url,
+            ttl=ttl,
+            max_events=max_events,
+            pool_size=pool_size,
             dockfile=dockfile,
         )
     )
@@ -337,9 +344,7 @@ class EventTable(list[BaseEvent]):
 
     def rows(self) -> list[tuple[str, str, str, str]]:
         t0 = self[0].timestamp if self else None
-        return [
-            (str(e.sequence or "-"), _offset(e, t0), e.type, summarize(e)) for e in self
-        ]
+        return [(str(e.sequence or "-"), _offset(e, t0), e.type, summarize(e)) for e in self]
 
     def _repr_html_(self) -> str:
         return _html_table(self.title, self.header, self.rows())
@@ -481,9 +486,7 @@ def replay(
         raise ValueError(f"unknown view {as_!r}: use one of {', '.join(REPLAY_VIEWS)}")
     eng = engine or get_engine()
     wanted = check_types(types)
-    events = select_events(
-        run_id, from_sequence=from_sequence, last=last, types=wanted, engine=eng
-    )
+    events = select_events(run_id, from_sequence=from_sequence, last=last, types=wanted, engine=eng)
     if as_ == "events":
         return events
     if as_ == "table":
@@ -700,8 +703,10 @@ def error_details(exc: BaseException, tb_text: str | None = None) -> dict[str, A
         tb_text = "".join(traceback.format_exception(exc))
     if len(tb_text) > MAX_TRACEBACK_CHARS:
         tb_text = "...\n" + tb_text[-MAX_TRACEBACK_CHARS:]
-    name = kind.__qualname__ if kind.__module__ == "builtins" else (
-        f"{kind.__module__}.{kind.__qualname__}"
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else (f"{kind.__module__}.{kind.__qualname__}")
     )
     return {"exception_type": name, "traceback": tb_text}
 

@@ -21,36 +21,19 @@ from .backends.base import (
     EventDict,
     RunLogBackend,
     RunSummary,
+    StoredEvent,
     channel_for,
 )
 from .backends.gapless import join_replay_and_live, sequence_of
-from .events import BaseEvent, parse_event, validate_run_id
+from .events import BaseEvent, EventRecord, as_model, parse_event, validate_run_id
 
 EventLike = BaseEvent | Mapping[str, Any]
 
 
-class EventRecord(dict[str, Any]):
-    """An event dict that carries its parsed model, so local subscribers share one parse."""
-
-    __slots__ = ("model",)
-
-    def __init__(self, data: Mapping[str, Any], model: BaseEvent | None = None) -> None:
-        super().__init__(data)
-        self.model = model
-
-
-def to_model(data: EventDict) -> BaseEvent:
-    """Parse once per record; plain dicts (e.g. from Redis) are parsed each time."""
-    model: BaseEvent | None = getattr(data, "model", None)
-    if model is not None:
-        if model.sequence == data.get("sequence"):
-            return model
-        model = model.model_copy(update={"sequence": data.get("sequence")})
-    else:
-        model = parse_event(data)
-    if isinstance(data, EventRecord):
-        data.model = model
-    return model
+def to_model(data: StoredEvent) -> BaseEvent:
+    """The model of a stored event: memory hands models over as they are, records carry
+    theirs, and plain dicts (e.g. from Redis) are parsed."""
+    return as_model(data)
 
 
 class EventBus:
@@ -93,23 +76,28 @@ class EventBus:
     async def publish_many(self, run_id: str, events: Iterable[EventLike]) -> list[BaseEvent]:
         """Publish a batch in order; on our Redis backend this is one round trip."""
         validate_run_id(run_id)
-        records = [self._record(run_id, e) for e in events]
-        if not records:
+        models = [self._model(run_id, e) for e in events]
+        if not models:
             return []
         if self._native:
             backend: RunLogBackend = self._backend  # type: ignore[assignment]
-            stored = await backend.append(run_id, records)
+            if getattr(backend, "stores_models", False):
+                stored = await backend.append(run_id, models)
+            else:
+                stored = await backend.append(run_id, [EventRecord(m.to_dict(), m) for m in models])
         else:
+            records = [EventRecord(m.to_dict(), m) for m in models]
             stored = await self._publish_foreign(run_id, records)
         return [to_model(r) for r in stored]
 
-    def _record(self, run_id: str, event: EventLike) -> EventRecord:
+    @staticmethod
+    def _model(run_id: str, event: EventLike) -> BaseEvent:
         model = event if isinstance(event, BaseEvent) else parse_event({"run_id": run_id, **event})
         if model.run_id != run_id:
             raise ValueError(f"event for run {model.run_id!r} published to run {run_id!r}")
-        return EventRecord(model.to_dict(), model)
+        return model
 
-    async def _publish_foreign(self, run_id: str, records: list[EventRecord]) -> list[EventDict]:
+    async def _publish_foreign(self, run_id: str, records: list[EventRecord]) -> list[StoredEvent]:
         channel = channel_for(run_id)
         for record in records:
             if not record.get("sequence"):
@@ -135,6 +123,9 @@ class EventBus:
     async def get_events(self, run_id: str, from_sequence: int = 0) -> list[BaseEvent]:
         """Stored events with ``sequence >= from_sequence``, in order."""
         validate_run_id(run_id)
+        if self._native:
+            backend: RunLogBackend = self._backend  # type: ignore[assignment]
+            return [to_model(d) for d in await backend.read(run_id, from_sequence)]
         return [to_model(d) for d in await self._backend.get_events(run_id, from_sequence)]
 
     async def subscribe(
@@ -154,7 +145,9 @@ class EventBus:
                     last = seq
                 yield to_model(data)
 
-    def _raw(self, run_id: str, from_sequence: int, live: bool) -> AsyncGenerator[EventDict, None]:
+    def _raw(
+        self, run_id: str, from_sequence: int, live: bool
+    ) -> AsyncGenerator[StoredEvent, None]:
         if self._native:
             backend: RunLogBackend = self._backend  # type: ignore[assignment]
             return backend.follow(run_id, from_sequence, live=live)

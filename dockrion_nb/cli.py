@@ -70,16 +70,22 @@ TYPE_HELP = "only these event types: token step ... custom custom:NAME (comma li
 def build_parser() -> ArgumentParser:
     backend = ArgumentParser(add_help=False)
     group = backend.add_argument_group("backend (as %stream_backend)")
-    group.add_argument("--backend", choices=["memory", "redis"],
-                       help="default: redis when --url or REDIS_URL is set, else memory")
+    group.add_argument(
+        "--backend",
+        choices=["memory", "redis"],
+        help="default: redis when --url or REDIS_URL is set, else memory",
+    )
     group.add_argument("--url", help="Redis URL (default: $REDIS_URL)")
-    group.add_argument("--ttl", type=int, metavar="SECONDS",
-                       help="stream_ttl_seconds, 60..604800 (default 3600)")
-    group.add_argument("--max-events", type=int, metavar="N",
-                       help="max_events_per_run, 10..100000 (default 1000)")
+    group.add_argument(
+        "--ttl", type=int, metavar="SECONDS", help="stream_ttl_seconds, 60..604800 (default 3600)"
+    )
+    group.add_argument(
+        "--max-events", type=int, metavar="N", help="max_events_per_run, 10..100000 (default 1000)"
+    )
     group.add_argument("--pool-size", type=int, metavar="N", help="connection_pool_size")
-    group.add_argument("--dockfile", metavar="PATH",
-                       help="read the streaming: section of a Dockfile")
+    group.add_argument(
+        "--dockfile", metavar="PATH", help="read the streaming: section of a Dockfile"
+    )
 
     parser = ArgumentParser(
         prog=PROG,
@@ -89,52 +95,77 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("publish", parents=[backend], help="publish events to a run",
-                       description="Publish one event (TYPE key=value ...) or a file of events "
-                       "(JSON Lines or a YAML list; '-' reads stdin), validated whole first.")
+    p = sub.add_parser(
+        "publish",
+        parents=[backend],
+        help="publish events to a run",
+        description="Publish one event (TYPE key=value ...) or a file of events "
+        "(JSON Lines or a YAML list; '-' reads stdin), validated whole first.",
+    )
     p.add_argument("run_id", metavar="RUN_ID")
-    p.add_argument("event_type", nargs="?", metavar="TYPE",
-                   help="started, progress, token, step, checkpoint, heartbeat, complete, "
-                   "error, cancelled, or a custom name")
-    p.add_argument("fields", nargs="*", metavar="key=value",
-                   help="event fields; values are JSON when they parse")
+    p.add_argument(
+        "event_type",
+        nargs="?",
+        metavar="TYPE",
+        help="started, progress, token, step, checkpoint, heartbeat, complete, "
+        "error, cancelled, or a custom name",
+    )
+    p.add_argument(
+        "fields",
+        nargs="*",
+        metavar="key=value",
+        help="event fields; values are JSON when they parse",
+    )
     p.add_argument("--file", "-f", metavar="PATH", help="events file, or - for stdin")
     p.add_argument("--json", action="store_true", help="print the stored events as JSON Lines")
 
-    p = sub.add_parser("tail", parents=[backend], help="follow a run live until it ends",
-                       description="Print a run's events (stored ones first, then live ones) "
-                       "until its terminal event. A run that has not started yet is waited for.")
+    p = sub.add_parser(
+        "tail",
+        parents=[backend],
+        help="follow a run live until it ends",
+        description="Print a run's events (stored ones first, then live ones) "
+        "until its terminal event. A run that has not started yet is waited for.",
+    )
     p.add_argument("run_id", metavar="RUN_ID", help="the run; it may not have started yet")
-    p.add_argument("--from", dest="from_sequence", type=int, default=1, metavar="N",
-                   help=FROM_HELP)
-    p.add_argument("--type", dest="types", nargs="+", action="extend", metavar="T",
-                   help=TYPE_HELP)
+    p.add_argument("--from", dest="from_sequence", type=int, default=1, metavar="N", help=FROM_HELP)
+    p.add_argument("--type", dest="types", nargs="+", action="extend", metavar="T", help=TYPE_HELP)
     p.add_argument("--json", action="store_true", help="JSON Lines (the wire form)")
-    p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
-                   help="give up after this long without the run ending")
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="give up after this long without the run ending",
+    )
 
     p = sub.add_parser("replay", parents=[backend], help="print a run's stored events")
     p.add_argument("run_id", metavar="RUN_ID")
-    p.add_argument("--from", dest="from_sequence", type=int, default=1, metavar="N",
-                   help=FROM_HELP)
+    p.add_argument("--from", dest="from_sequence", type=int, default=1, metavar="N", help=FROM_HELP)
     p.add_argument("--last", type=int, metavar="N", help="only the last N (matching) events")
-    p.add_argument("--type", dest="types", nargs="+", action="extend", metavar="T",
-                   help=TYPE_HELP)
+    p.add_argument("--type", dest="types", nargs="+", action="extend", metavar="T", help=TYPE_HELP)
     p.add_argument("--json", action="store_true", help="JSON Lines (the wire form)")
 
     p = sub.add_parser("runs", parents=[backend], help="list the runs the backend holds")
     p.add_argument("pattern", nargs="?", metavar="PATTERN", help="glob on the run id")
     p.add_argument("--json", action="store_true", help="one JSON object per run")
 
-    p = sub.add_parser("demo", parents=[backend], help="publish a simulated agent run",
-                       description="A made-up agent run with realistic timing (about 3 s): "
-                       "started, steps, progress, a streamed answer, a checkpoint, complete. "
-                       "Its trace is printed as it happens.")
+    p = sub.add_parser(
+        "demo",
+        parents=[backend],
+        help="publish a simulated agent run",
+        description="A made-up agent run with realistic timing (about 3 s): "
+        "started, steps, progress, a streamed answer, a checkpoint, complete. "
+        "Its trace is printed as it happens.",
+    )
     p.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: demo-<random>")
     p.add_argument("--error", action="store_true", help="the run fails (an error event)")
     speed = p.add_mutually_exclusive_group()
-    speed.add_argument("--speed", type=_positive_float, default=1.0, metavar="X",
-                       help="X times faster than real time (default 1)")
+    speed.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        metavar="X",
+        help="X times faster than real time (default 1)",
+    )
     speed.add_argument("--fast", action="store_true", help="no pauses at all")
     p.add_argument("--json", action="store_true", help="JSON Lines (the wire form)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the final line")
@@ -222,8 +253,9 @@ async def cmd_tail(args: argparse.Namespace, s: Session, out: IO[str], err: IO[s
         raise CommandError(f"--from must be 1 or more, not {args.from_sequence}")
     types = api.check_types(args.types)
     if not await s.bus.get_events(run_id, args.from_sequence):
-        err.write(f"waiting for run {run_id} on {s.location} (Ctrl-C to stop)"
-                  f"{s.no_events_hint()}\n")
+        err.write(
+            f"waiting for run {run_id} on {s.location} (Ctrl-C to stop){s.no_events_hint()}\n"
+        )
         err.flush()
     printer = api.TracePrinter(out, as_json=args.json)
     follow = api.follow_run(s.bus, run_id, printer, from_sequence=args.from_sequence, types=types)
@@ -232,9 +264,7 @@ async def cmd_tail(args: argparse.Namespace, s: Session, out: IO[str], err: IO[s
     except TimeoutError:
         printer.close()
         seen = f"after {printer.count} events" if printer.count else "with no events"
-        raise CommandError(
-            f"run {run_id} did not end within {args.timeout:g} s ({seen})"
-        ) from None
+        raise CommandError(f"run {run_id} did not end within {args.timeout:g} s ({seen})") from None
     if last is None:
         raise CommandError(f"the subscription to run {run_id} ended before the run did")
     return _exit_for(last)

@@ -52,6 +52,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 RESULT_NAME = "_dockrion_nb_cell_result_"
 VIEWS = ("widget", "table", "json", "df")
 
+
 class Decorator(Protocol):
     def __call__(self, fn: F, /) -> F: ...
 
@@ -142,9 +143,7 @@ class CellCode:
 
     def __init__(self, shell: Any, body: str) -> None:
         transformed = shell.transform_cell(body)
-        self.filename: str = shell.compile.cache(
-            transformed, shell.execution_count, raw_code=body
-        )
+        self.filename: str = shell.compile.cache(transformed, shell.execution_count, raw_code=body)
         flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         tree = compile(
             transformed, self.filename, "exec", flags=flags | ast.PyCF_ONLY_AST, dont_inherit=True
@@ -152,9 +151,7 @@ class CellCode:
         self.shows_result = False
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = tree.body[-1]
-            keep = ast.Assign(
-                targets=[ast.Name(id=RESULT_NAME, ctx=ast.Store())], value=last.value
-            )
+            keep = ast.Assign(targets=[ast.Name(id=RESULT_NAME, ctx=ast.Store())], value=last.value)
             tree.body[-1] = ast.copy_location(keep, last)
             ast.fix_missing_locations(tree)
             self.shows_result = not transformed.rstrip().endswith(";")
@@ -226,16 +223,28 @@ class StreamMagics(Magics):
         help="memory (this process only) or redis (any process, survives the kernel). "
         "Without it, and without --dockfile, show the active backend.",
     )
-    @argument("--url", help="Redis URL, e.g. redis://:password@localhost:6379/0 "
-              "(default: StreamMagics.redis_url, which is ${REDIS_URL}).")
-    @argument("--ttl", type=int, metavar="SECONDS",
-              help="Redis only: stream_ttl_seconds, 60..604800 (default 3600).")
-    @argument("--max-events", type=int, metavar="N",
-              help="max_events_per_run, 10..100000 (default 1000).")
-    @argument("--pool-size", type=int, metavar="N",
-              help="Redis only: connection_pool_size (default 10).")
-    @argument("--dockfile", metavar="PATH",
-              help="Load the streaming: section of a Dockfile; other options override it.")
+    @argument(
+        "--url",
+        help="Redis URL, e.g. redis://:password@localhost:6379/0 "
+        "(default: StreamMagics.redis_url, which is ${REDIS_URL}).",
+    )
+    @argument(
+        "--ttl",
+        type=int,
+        metavar="SECONDS",
+        help="Redis only: stream_ttl_seconds, 60..604800 (default 3600).",
+    )
+    @argument(
+        "--max-events", type=int, metavar="N", help="max_events_per_run, 10..100000 (default 1000)."
+    )
+    @argument(
+        "--pool-size", type=int, metavar="N", help="Redis only: connection_pool_size (default 10)."
+    )
+    @argument(
+        "--dockfile",
+        metavar="PATH",
+        help="Load the streaming: section of a Dockfile; other options override it.",
+    )
     @line_magic
     def stream_backend(self, line: str) -> None:
         """Show or choose the backend runs are published to and read from.
@@ -285,19 +294,38 @@ class StreamMagics(Magics):
 
     @magic_arguments()
     @argument("run_id", help="The run's id: 1-128 letters, digits, '_' or '-'.")
-    @argument("event_type", nargs="?", help="Line form: the event type (progress, token, "
-              "step, checkpoint, heartbeat, complete, error, cancelled, started, or a custom "
-              "name).")
-    @argument("fields", nargs="*", help="Line form: key=value fields; values are JSON when "
-              "they parse (0.5, true, {\"a\": 1}), text otherwise.")
+    @argument(
+        "event_type",
+        nargs="?",
+        help="Line form: the event type (progress, token, "
+        "step, checkpoint, heartbeat, complete, error, cancelled, started, or a custom "
+        "name).",
+    )
+    @argument(
+        "fields",
+        nargs="*",
+        help="Line form: key=value fields; values are JSON when "
+        'they parse (0.5, true, {"a": 1}), text otherwise.',
+    )
     @argument("--agent", help="Cell: agent_name of the started event.")
     @argument("--framework", help="Cell: framework of the started event.")
-    @argument("--events", metavar="PRESET_OR_LIST", help="Cell: which events the run emits: "
-              "minimal, chat, debug, all, or a list such as token,step,custom:fraud_check.")
-    @argument("--watch", action="store_true",
-              help="Cell: show the live view above the cell's output first.")
-    @argument("--events-body", action="store_true", help="Cell: the body is events "
-              "(JSON Lines or a YAML list), validated whole, then published in order.")
+    @argument(
+        "--events",
+        metavar="PRESET_OR_LIST",
+        help="Cell: which events the run emits: "
+        "minimal, chat, debug, all, or a list such as token,step,custom:fraud_check.",
+    )
+    @argument(
+        "--watch",
+        action="store_true",
+        help="Cell: show the live view above the cell's output first.",
+    )
+    @argument(
+        "--events-body",
+        action="store_true",
+        help="Cell: the body is events "
+        "(JSON Lines or a YAML list), validated whole, then published in order.",
+    )
     @line_cell_magic
     def publish(self, line: str, cell: str | None = None) -> Any:
         """Publish events, or run a cell as a traced run.
@@ -384,8 +412,10 @@ class StreamMagics(Magics):
             stored = api.publish_many(run_id, events, engine=engine)
         seqs = [e.sequence for e in stored]
         span = f"#{seqs[0]}" if len(seqs) == 1 else f"#{seqs[0]}-#{seqs[-1]}"
-        print(f"published {len(stored)} event{'s' if len(stored) != 1 else ''} ({span}) "
-              f"to run {run_id} on {engine.location()}")
+        print(
+            f"published {len(stored)} event{'s' if len(stored) != 1 else ''} ({span}) "
+            f"to run {run_id} on {engine.location()}"
+        )
 
     def _run_traced(self, run_id: str, body: str, args: Any) -> Any:
         engine = get_engine()
@@ -409,8 +439,9 @@ class StreamMagics(Magics):
             try:
                 trace.end(exc, cell_traceback(exc, code.filename))
             except Exception as publish_exc:
-                log.warning("run %s: could not record the failure: %s", run_id,
-                            one_line(publish_exc))
+                log.warning(
+                    "run %s: could not record the failure: %s", run_id, one_line(publish_exc)
+                )
             raise
         with user_errors():
             trace.complete(value)
@@ -420,14 +451,31 @@ class StreamMagics(Magics):
 
     @magic_arguments()
     @argument("run_id", help="The run to replay.")
-    @argument("--from", dest="from_sequence", type=int, default=1, metavar="N",
-              help="Start at sequence N (default 1).")
+    @argument(
+        "--from",
+        dest="from_sequence",
+        type=int,
+        default=1,
+        metavar="N",
+        help="Start at sequence N (default 1).",
+    )
     @argument("--last", type=int, metavar="N", help="Only the last N (matching) events.")
-    @argument("--type", dest="types", nargs="+", action="extend", metavar="T",
-              help="Only these types: token step ... custom custom:<name> (comma lists work). "
-                   "The widget always keeps started/complete/error/cancelled.")
-    @argument("--as", dest="view", choices=VIEWS, default=None,
-              help="widget (default, StreamMagics.replay_as), table, json, or df (pandas).")
+    @argument(
+        "--type",
+        dest="types",
+        nargs="+",
+        action="extend",
+        metavar="T",
+        help="Only these types: token step ... custom custom:<name> (comma lists work). "
+        "The widget always keeps started/complete/error/cancelled.",
+    )
+    @argument(
+        "--as",
+        dest="view",
+        choices=VIEWS,
+        default=None,
+        help="widget (default, StreamMagics.replay_as), table, json, or df (pandas).",
+    )
     @line_magic
     def replay(self, line: str) -> Any:
         """Show the stored events of a run.
@@ -450,10 +498,22 @@ class StreamMagics(Magics):
 
     @magic_arguments()
     @argument("run_id", help="The run to watch; it may not have started yet.")
-    @argument("--from", dest="from_sequence", type=int, default=1, metavar="N",
-              help="Start at sequence N (default 1).")
-    @argument("--type", dest="types", nargs="+", action="extend", metavar="T",
-              help="Only these types (started/complete/error/cancelled always show).")
+    @argument(
+        "--from",
+        dest="from_sequence",
+        type=int,
+        default=1,
+        metavar="N",
+        help="Start at sequence N (default 1).",
+    )
+    @argument(
+        "--type",
+        dest="types",
+        nargs="+",
+        action="extend",
+        metavar="T",
+        help="Only these types (started/complete/error/cancelled always show).",
+    )
     @argument("--max-events", type=int, metavar="N", help="Keep at most N events in the view.")
     @line_magic
     def watch(self, line: str) -> None:
@@ -494,9 +554,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Forget the magics' configurable and stop the engine (its views stop following)."""
-    ipython.configurables[:] = [
-        c for c in ipython.configurables if not isinstance(c, StreamMagics)
-    ]
+    ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, StreamMagics)]
     for kind in ("line", "cell"):
         table = ipython.magics_manager.magics[kind]
         for name in ("stream_backend", "publish", "replay", "watch", "runs"):

@@ -12,9 +12,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ..events import new_event_id, utc_now
+from ..events import BaseEvent, new_event_id, utc_now
 
 EventDict = dict[str, Any]
+# What our backends hold and hand back: the wire dict, or (memory) the event model itself,
+# which spares a serialise/parse round trip inside one process.
+StoredEvent = EventDict | BaseEvent
 
 
 def channel_for(run_id: str) -> str:
@@ -71,15 +74,19 @@ class RunLogBackend(EventBackend, Protocol):
 
     name: str
 
-    async def append(self, run_id: str, events: Sequence[EventDict]) -> list[EventDict]:
+    async def append(self, run_id: str, events: Sequence[StoredEvent]) -> list[StoredEvent]:
         """Assign a sequence to each event whose ``sequence`` is missing or 0 (unique across
         every writer of the run), store and deliver them, in one step. Returns the events as
         stored."""
         ...
 
+    async def read(self, run_id: str, from_sequence: int = 0) -> list[StoredEvent]:
+        """``get_events`` in whatever form is cheapest for this backend."""
+        ...
+
     def follow(
         self, run_id: str, from_sequence: int = 1, *, live: bool = True
-    ) -> AsyncGenerator[EventDict, None]:
+    ) -> AsyncGenerator[StoredEvent, None]:
         """Every stored event with ``sequence >= from_sequence`` then live ones, in order, each
         once. Where events are gone (trimmed, expired, overflow past the store) a ``gap``
         event says so."""

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from ..events import BaseEvent
 from .base import EventDict, gap_event
 
 Fetch = Callable[[int], Awaitable[list[EventDict]]]
 
 
-def sequence_of(event: EventDict) -> int:
+def sequence_of(event: EventDict | BaseEvent) -> int:
+    """The sequence of a stored event (wire dict or model); 0 when it has none."""
+    if isinstance(event, BaseEvent):
+        return event.sequence
     seq = event.get("sequence")
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
 

@@ -19,13 +19,23 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
+from ..events import BaseEvent, as_wire, with_sequence
 from .base import (
     BackendClosedError,
-    EventDict,
     RunSummary,
+    StoredEvent,
     gap_event,
     run_id_of,
 )
+from .gapless import sequence_of
+
+
+def _field(event: StoredEvent, name: str) -> Any:
+    if isinstance(event, BaseEvent):
+        value = getattr(event, name, None)
+        return value.isoformat() if name == "timestamp" and value is not None else value
+    return event.get(name)
+
 
 log = logging.getLogger("dockrion_nb.memory")
 
@@ -39,7 +49,7 @@ class RunLog:
     __slots__ = ("_head", "_items", "_seqs", "last_sequence", "monotonic")
 
     def __init__(self) -> None:
-        self._items: list[EventDict] = []
+        self._items: list[StoredEvent] = []
         self._seqs: list[int] = []
         self._head = 0
         self.last_sequence = 0
@@ -48,10 +58,8 @@ class RunLog:
     def __len__(self) -> int:
         return len(self._items) - self._head
 
-    def append(self, event: EventDict, limit: int) -> None:
-        seq = event.get("sequence") or 0
-        if not isinstance(seq, int):
-            seq = 0
+    def append(self, event: StoredEvent, limit: int) -> None:
+        seq = sequence_of(event)
         if self._seqs and seq <= self._seqs[-1]:
             self.monotonic = False
         self._items.append(event)
@@ -65,22 +73,22 @@ class RunLog:
                 del self._seqs[: self._head]
                 self._head = 0
 
-    def live(self) -> list[EventDict]:
+    def live(self) -> list[StoredEvent]:
         return self._items[self._head :]
 
-    def first(self) -> EventDict | None:
+    def first(self) -> StoredEvent | None:
         return self._items[self._head] if len(self) else None
 
-    def last(self) -> EventDict | None:
+    def last(self) -> StoredEvent | None:
         return self._items[-1] if len(self) else None
 
-    def from_sequence(self, from_sequence: int) -> list[EventDict]:
+    def from_sequence(self, from_sequence: int) -> list[StoredEvent]:
         """Events with ``sequence >= from_sequence`` ordered by sequence; O(k) when in order."""
         if self.monotonic:
             start = bisect.bisect_left(self._seqs, from_sequence, lo=self._head)
             return self._items[start:]
-        picked = [e for e in self.live() if (e.get("sequence") or 0) >= from_sequence]
-        picked.sort(key=lambda e: e.get("sequence") or 0)
+        picked = [e for e in self.live() if sequence_of(e) >= from_sequence]
+        picked.sort(key=sequence_of)
         return picked
 
 
@@ -91,12 +99,13 @@ class _Subscription:
         self.backend = backend
         self.run_id = run_id
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
-        self.pending: deque[EventDict] = deque()
+        self.pending: deque[StoredEvent] = deque()
+        self.wire = False  # Dockrion's protocol: hand out wire dicts, never models
         self.last_sequence = after  # highest sequence handed out (or queued)
         self.behind = False
         self.closed = False
 
-    def offer(self, event: EventDict) -> None:
+    def offer(self, event: StoredEvent) -> None:
         if self.behind or self.closed:
             return
         try:
@@ -113,7 +122,7 @@ class _Subscription:
         """Runs with no await: the store read and re-attach to the queue are atomic."""
         log_ = self.backend._events.get(self.run_id)
         missed = log_.from_sequence(self.last_sequence + 1) if log_ is not None else []
-        first = missed[0].get("sequence", 0) if missed else None
+        first = sequence_of(missed[0]) if missed else None
         if first is not None and first > self.last_sequence + 1:
             self.pending.append(
                 gap_event(
@@ -126,16 +135,16 @@ class _Subscription:
         self.pending.extend(missed)
         self.behind = False
 
-    def _take(self, event: EventDict) -> EventDict:
-        seq = event.get("sequence") or 0
-        if isinstance(seq, int) and seq > self.last_sequence:
+    def _take(self, event: StoredEvent) -> StoredEvent:
+        seq = sequence_of(event)
+        if seq > self.last_sequence:
             self.last_sequence = seq
-        return event
+        return as_wire(event) if self.wire else event
 
     def __aiter__(self) -> _Subscription:
         return self
 
-    async def __anext__(self) -> EventDict:
+    async def __anext__(self) -> StoredEvent:
         while not self.closed:
             if self.pending:
                 return self._take(self.pending.popleft())
@@ -163,6 +172,7 @@ class InMemoryBackend:
     """Single-process backend; events are lost when the process ends."""
 
     name = "memory"
+    stores_models = True  # the bus may hand it event models (see ``append``)
 
     def __init__(self, max_events_per_run: int = 1000, *, queue_size: int = DEFAULT_QUEUE_SIZE):
         if max_events_per_run < 1:
@@ -208,9 +218,14 @@ class InMemoryBackend:
         self._check_open()
         run_id = run_id_of(channel)
         log_ = self._events.get(run_id)
-        return self._attach(run_id, log_.last_sequence if log_ else 0)
+        sub = self._attach(run_id, log_.last_sequence if log_ else 0)
+        sub.wire = True
+        return sub  # type: ignore[return-value]  # yields wire dicts when ``wire`` is set
 
     async def get_events(self, run_id: str, from_sequence: int = 0) -> list[dict[str, Any]]:
+        return [as_wire(e) for e in await self.read(run_id, from_sequence)]
+
+    async def read(self, run_id: str, from_sequence: int = 0) -> list[StoredEvent]:
         log_ = self._events.get(run_id)
         return log_.from_sequence(from_sequence) if log_ is not None else []
 
@@ -227,34 +242,40 @@ class InMemoryBackend:
 
     # -- ours ------------------------------------------------------------------------------
 
-    async def append(self, run_id: str, events: Sequence[EventDict]) -> list[EventDict]:
+    async def append(self, run_id: str, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+        """Models are stored as they are (no serialising inside one process); dicts too."""
         self._check_open()
         log_ = self._log(run_id)
         subs = self._subscribers.get(run_id, ())
         limit = self._max_events_per_run
+        stored: list[StoredEvent] = []
         for event in events:
-            if not event.get("sequence"):
+            if isinstance(event, BaseEvent):
+                if not event.sequence:
+                    event = with_sequence(event, log_.last_sequence + 1)
+            elif not event.get("sequence"):
                 event["sequence"] = log_.last_sequence + 1
             log_.append(event, limit)
+            stored.append(event)
             for sub in subs:
                 sub.offer(event)
         if subs and any(sub.queue.qsize() >= 256 for sub in subs):
             # Same-loop subscribers run now instead of after the whole burst.
             await asyncio.sleep(0)
-        return list(events)
+        return stored
 
     def follow(
         self, run_id: str, from_sequence: int = 1, *, live: bool = True
-    ) -> AsyncGenerator[EventDict, None]:
+    ) -> AsyncGenerator[StoredEvent, None]:
         self._check_open()
         return self._follow(run_id, max(1, from_sequence), live)
 
     async def _follow(
         self, run_id: str, from_sequence: int, live: bool
-    ) -> AsyncGenerator[EventDict, None]:
+    ) -> AsyncGenerator[StoredEvent, None]:
         log_ = self._events.get(run_id)
         replay = log_.from_sequence(from_sequence) if log_ is not None else []
-        first = (replay[0].get("sequence") or 0) if replay else 0
+        first = sequence_of(replay[0]) if replay else 0
         if first > from_sequence:
             yield gap_event(run_id, from_sequence, first - 1, "trimmed by max_events_per_run")
         if not live:
@@ -262,7 +283,7 @@ class InMemoryBackend:
                 yield event
             return
         # Attach before yielding anything: no await separates the snapshot from the attach.
-        last = max((replay[-1].get("sequence") or 0) if replay else 0, from_sequence - 1)
+        last = max(sequence_of(replay[-1]) if replay else 0, from_sequence - 1)
         sub = self._attach(run_id, last)
         sub.pending.extend(replay)
         try:
@@ -281,11 +302,11 @@ class InMemoryBackend:
                 RunSummary(
                     run_id=run_id,
                     event_count=len(log_),
-                    first_sequence=first.get("sequence") if first else None,
+                    first_sequence=sequence_of(first) if first else None,
                     last_sequence=log_.last_sequence or None,
-                    last_type=last.get("type") if last else None,
-                    first_timestamp=first.get("timestamp") if first else None,
-                    last_timestamp=last.get("timestamp") if last else None,
+                    last_type=_field(last, "type") if last else None,
+                    first_timestamp=_field(first, "timestamp") if first else None,
+                    last_timestamp=_field(last, "timestamp") if last else None,
                 )
             )
         return out

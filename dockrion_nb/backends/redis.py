@@ -65,7 +65,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..events import EventValidationError, parse_event, validate_run_id
+from ..events import EventValidationError, as_wire, parse_event, validate_run_id
 from ..redaction import mask_url, scrub
 from .base import (
     BackendClosedError,
@@ -75,6 +75,7 @@ from .base import (
     BackendSubscribeError,
     EventDict,
     RunSummary,
+    StoredEvent,
     run_id_of,
 )
 from .gapless import Joiner, sequence_of
@@ -740,16 +741,19 @@ class RedisBackend:
 
     # -- ours --------------------------------------------------------------------------------
 
-    async def append(self, run_id: str, events: Sequence[EventDict]) -> list[EventDict]:
+    async def append(self, run_id: str, events: Sequence[StoredEvent]) -> list[StoredEvent]:
         """Assign, store and publish in one round trip per ``BATCH_LIMIT`` events."""
         self._check_open()
         validate_run_id(run_id)
-        events = list(events)
-        for start in range(0, len(events), BATCH_LIMIT):
+        wire = [as_wire(e) for e in events]
+        for start in range(0, len(wire), BATCH_LIMIT):
             await self._run_script(
-                run_id, events[start : start + BATCH_LIMIT], publish=True, assign=True
+                run_id, wire[start : start + BATCH_LIMIT], publish=True, assign=True
             )
-        return events
+        return list(wire)
+
+    async def read(self, run_id: str, from_sequence: int = 0) -> list[StoredEvent]:
+        return list(await self.get_events(run_id, from_sequence))
 
     async def _run_script(
         self, run_id: str, events: Sequence[EventDict], *, publish: bool, assign: bool
