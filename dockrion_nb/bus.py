@@ -19,13 +19,14 @@ from .backends.base import (
     BackendError,
     EventBackend,
     EventDict,
+    EventStream,
     RunLogBackend,
     RunSummary,
     StoredEvent,
     channel_for,
 )
 from .backends.gapless import join_replay_and_live, sequence_of
-from .events import BaseEvent, EventRecord, as_model, parse_event, validate_run_id
+from .events import BaseEvent, EventRecord, as_model, is_event, parse_event, validate_run_id
 
 EventLike = BaseEvent | Mapping[str, Any]
 
@@ -42,6 +43,7 @@ class EventBus:
     def __init__(self, backend: EventBackend) -> None:
         self._backend = backend
         self._native = isinstance(backend, RunLogBackend)
+        self._stores_models = self._native and bool(getattr(backend, "stores_models", False))
         self._counters: dict[str, int] = {}
         self._counter_locks: dict[str, asyncio.Lock] = {}
 
@@ -71,6 +73,11 @@ class EventBus:
 
         Returns the event as stored (with its sequence).
         """
+        if self._stores_models:  # the hot path of a notebook: no list building, no copies
+            validate_run_id(run_id)
+            model = self._model(run_id, event)
+            backend: RunLogBackend = self._backend  # type: ignore[assignment]
+            return to_model((await backend.append(run_id, (model,)))[0])
         return (await self.publish_many(run_id, (event,)))[0]
 
     async def publish_many(self, run_id: str, events: Iterable[EventLike]) -> list[BaseEvent]:
@@ -81,7 +88,7 @@ class EventBus:
             return []
         if self._native:
             backend: RunLogBackend = self._backend  # type: ignore[assignment]
-            if getattr(backend, "stores_models", False):
+            if self._stores_models:
                 stored = await backend.append(run_id, models)
             else:
                 stored = await backend.append(run_id, [EventRecord(m.to_dict(), m) for m in models])
@@ -92,7 +99,9 @@ class EventBus:
 
     @staticmethod
     def _model(run_id: str, event: EventLike) -> BaseEvent:
-        model = event if isinstance(event, BaseEvent) else parse_event({"run_id": run_id, **event})
+        if not is_event(event):
+            return EventBus._model(run_id, parse_event({"run_id": run_id, **event}))  # type: ignore[dict-item]
+        model = event
         if model.run_id != run_id:
             raise ValueError(f"event for run {model.run_id!r} published to run {run_id!r}")
         return model
@@ -128,26 +137,38 @@ class EventBus:
             return [to_model(d) for d in await backend.read(run_id, from_sequence)]
         return [to_model(d) for d in await self._backend.get_events(run_id, from_sequence)]
 
-    async def subscribe(
+    def subscribe(
         self, run_id: str, from_sequence: int = 1, *, live: bool = True
     ) -> AsyncIterator[BaseEvent]:
         """Every event with ``sequence >= from_sequence`` exactly once and in order: the stored
         ones first, then live ones as they are published. Where requested events no longer
-        exist a ``GapEvent`` says so. With ``live=False`` it ends after the replay."""
+        exist a ``GapEvent`` says so. With ``live=False`` it ends after the replay.
+
+        The subscription is in place when this returns (on the memory backend), so events
+        published after the call are never missed; close it with ``aclose()`` to stop early.
+        """
         validate_run_id(run_id)
+        follow_models = getattr(self._backend, "follow_models", None) if self._native else None
+        if follow_models is not None:
+            stream: AsyncIterator[BaseEvent] = follow_models(run_id, from_sequence, live=live)
+            return stream
+        return self._subscribe(run_id, from_sequence, live)
+
+    async def _subscribe(
+        self, run_id: str, from_sequence: int, live: bool
+    ) -> AsyncGenerator[BaseEvent, None]:
         last = 0
         async with contextlib.aclosing(self._raw(run_id, from_sequence, live)) as source:
             async for data in source:
-                seq = sequence_of(data)
+                model = as_model(data) if isinstance(data, dict) else data
+                seq = model.sequence
                 if seq:
                     if seq <= last:
                         continue
                     last = seq
-                yield to_model(data)
+                yield model
 
-    def _raw(
-        self, run_id: str, from_sequence: int, live: bool
-    ) -> AsyncGenerator[StoredEvent, None]:
+    def _raw(self, run_id: str, from_sequence: int, live: bool) -> EventStream:
         if self._native:
             backend: RunLogBackend = self._backend  # type: ignore[assignment]
             return backend.follow(run_id, from_sequence, live=live)

@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from pydantic import (
     BaseModel,
@@ -50,14 +50,25 @@ class EventValidationError(ValueError):
     """Event data that cannot become an event; the message says which field and why."""
 
 
+_known_run_ids: set[str] = set()
+
+
 def validate_run_id(run_id: object) -> str:
-    """Return ``run_id`` if it follows Dockrion's rule, else raise ``InvalidRunIdError``."""
+    """Return ``run_id`` if it follows Dockrion's rule, else raise ``InvalidRunIdError``.
+
+    Checked once per id (every event of a run carries it): valid ids are remembered.
+    """
+    if isinstance(run_id, str) and run_id in _known_run_ids:
+        return run_id
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
         shown = repr(run_id) if len(repr(run_id)) <= 60 else repr(run_id)[:57] + "...'"
         raise InvalidRunIdError(
             f"invalid run id {shown}: use 1-128 characters, letters, digits, '_' or '-', "
             "starting with a letter or digit"
         )
+    if len(_known_run_ids) >= 4096:
+        _known_run_ids.clear()
+    _known_run_ids.add(run_id)
     return run_id
 
 
@@ -217,6 +228,19 @@ Event = BaseEvent
 
 _new = object.__new__
 _set = object.__setattr__
+_event_types: set[type] = set()
+
+
+def is_event(obj: object) -> TypeGuard[BaseEvent]:
+    """``isinstance(obj, BaseEvent)``, fast: pydantic's metaclass makes the plain check an
+    ABC lookup, and the hot paths ask it several times per event."""
+    kind = type(obj)
+    if kind in _event_types:
+        return True
+    if isinstance(obj, BaseEvent):
+        _event_types.add(kind)
+        return True
+    return False
 
 
 def with_sequence(event: BaseEvent, sequence: int) -> BaseEvent:
@@ -244,14 +268,16 @@ class EventRecord(dict[str, Any]):
 
 def as_wire(event: BaseEvent | Mapping[str, Any]) -> dict[str, Any]:
     """The wire dict of a stored event (a model becomes an ``EventRecord`` keeping it)."""
-    if isinstance(event, BaseEvent):
+    if isinstance(event, dict):
+        return event
+    if is_event(event):
         return EventRecord(event.to_dict(), event)
-    return event if isinstance(event, dict) else dict(event)
+    return dict(event)
 
 
 def as_model(event: BaseEvent | Mapping[str, Any]) -> BaseEvent:
     """The model of a stored event, parsing a dict only when it carries none."""
-    if isinstance(event, BaseEvent):
+    if not isinstance(event, Mapping):
         return event
     model: BaseEvent | None = getattr(event, "model", None)
     seq = event.get("sequence")
@@ -358,6 +384,7 @@ __all__ = [
     "as_model",
     "as_wire",
     "custom_type",
+    "is_event",
     "make_event",
     "parse_event",
     "summarize",

@@ -8,7 +8,7 @@ atomic step that assigns sequences, stores and delivers (one round trip on Redis
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -68,6 +68,17 @@ class RunSummary:
         return "running" if self.event_count else "empty"
 
 
+class EventStream(Protocol):
+    """What ``follow`` returns: an async iterator of stored events that can be closed early
+    (an async generator is one)."""
+
+    def __aiter__(self) -> AsyncIterator[StoredEvent]: ...
+
+    def __anext__(self) -> Awaitable[StoredEvent]: ...
+
+    def aclose(self) -> Awaitable[None]: ...
+
+
 @runtime_checkable
 class RunLogBackend(EventBackend, Protocol):
     """Our backends: atomic append and gapless follow, on top of Dockrion's protocol."""
@@ -84,9 +95,7 @@ class RunLogBackend(EventBackend, Protocol):
         """``get_events`` in whatever form is cheapest for this backend."""
         ...
 
-    def follow(
-        self, run_id: str, from_sequence: int = 1, *, live: bool = True
-    ) -> AsyncGenerator[StoredEvent, None]:
+    def follow(self, run_id: str, from_sequence: int = 1, *, live: bool = True) -> EventStream:
         """Every stored event with ``sequence >= from_sequence`` then live ones, in order, each
         once. Where events are gone (trimmed, expired, overflow past the store) a ``gap``
         event says so."""

@@ -17,7 +17,7 @@ Fetch = Callable[[int], Awaitable[list[EventDict]]]
 
 def sequence_of(event: EventDict | BaseEvent) -> int:
     """The sequence of a stored event (wire dict or model); 0 when it has none."""
-    if isinstance(event, BaseEvent):
+    if not isinstance(event, dict):
         return event.sequence
     seq = event.get("sequence")
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0

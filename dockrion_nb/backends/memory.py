@@ -16,10 +16,10 @@ import contextlib
 import fnmatch
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from ..events import BaseEvent, as_wire, with_sequence
+from ..events import BaseEvent, as_model, as_wire, with_sequence
 from .base import (
     BackendClosedError,
     RunSummary,
@@ -31,7 +31,7 @@ from .gapless import sequence_of
 
 
 def _field(event: StoredEvent, name: str) -> Any:
-    if isinstance(event, BaseEvent):
+    if not isinstance(event, dict):
         value = getattr(event, name, None)
         return value.isoformat() if name == "timestamp" and value is not None else value
     return event.get(name)
@@ -40,6 +40,7 @@ def _field(event: StoredEvent, name: str) -> Any:
 log = logging.getLogger("dockrion_nb.memory")
 
 DEFAULT_QUEUE_SIZE = 4096
+YIELD_AT = 256  # a publisher lets subscribers run once one of them has this many queued
 _CLOSED = object()
 
 
@@ -64,7 +65,8 @@ class RunLog:
             self.monotonic = False
         self._items.append(event)
         self._seqs.append(seq)
-        self.last_sequence = max(self.last_sequence, seq)
+        if seq > self.last_sequence:
+            self.last_sequence = seq
         excess = len(self._items) - self._head - limit
         if excess > 0:
             self._head += excess
@@ -101,6 +103,8 @@ class _Subscription:
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
         self.pending: deque[StoredEvent] = deque()
         self.wire = False  # Dockrion's protocol: hand out wire dicts, never models
+        self.replay_only = False  # ends when ``pending`` is empty
+        self.models = False  # the bus's fast path: hand out models, each sequence once
         self.last_sequence = after  # highest sequence handed out (or queued)
         self.behind = False
         self.closed = False
@@ -135,30 +139,44 @@ class _Subscription:
         self.pending.extend(missed)
         self.behind = False
 
-    def _take(self, event: StoredEvent) -> StoredEvent:
+    def _take(self, event: StoredEvent) -> StoredEvent | None:
+        """The event to hand out, or None for one already handed out (models mode)."""
         seq = sequence_of(event)
         if seq > self.last_sequence:
             self.last_sequence = seq
-        return as_wire(event) if self.wire else event
+        elif seq and self.models:
+            return None
+        if self.wire:
+            return as_wire(event)
+        if self.models and isinstance(event, dict):
+            return as_model(event)
+        return event
 
     def __aiter__(self) -> _Subscription:
         return self
 
-    async def __anext__(self) -> StoredEvent:
+    async def __anext__(self) -> Any:
         while not self.closed:
             if self.pending:
-                return self._take(self.pending.popleft())
-            if self.behind and self.queue.empty():
+                item = self.pending.popleft()
+            elif self.replay_only:
+                break
+            elif self.behind and self.queue.empty():
                 self._catch_up()
                 continue
-            try:
-                item = await self.queue.get()
-            except BaseException:
-                await self.aclose()
-                raise
+            elif self.queue.qsize():  # no coroutine, no await while the queue holds events
+                item = self.queue.get_nowait()
+            else:
+                try:
+                    item = await self.queue.get()
+                except BaseException:
+                    await self.aclose()
+                    raise
             if item is _CLOSED or self.closed:
                 break
-            return self._take(item)
+            out = self._take(item)
+            if out is not None:
+                return out
         await self.aclose()
         raise StopAsyncIteration
 
@@ -220,7 +238,7 @@ class InMemoryBackend:
         log_ = self._events.get(run_id)
         sub = self._attach(run_id, log_.last_sequence if log_ else 0)
         sub.wire = True
-        return sub  # type: ignore[return-value]  # yields wire dicts when ``wire`` is set
+        return sub  # yields wire dicts, since ``wire`` is set
 
     async def get_events(self, run_id: str, from_sequence: int = 0) -> list[dict[str, Any]]:
         return [as_wire(e) for e in await self.read(run_id, from_sequence)]
@@ -250,47 +268,49 @@ class InMemoryBackend:
         limit = self._max_events_per_run
         stored: list[StoredEvent] = []
         for event in events:
-            if isinstance(event, BaseEvent):
-                if not event.sequence:
-                    event = with_sequence(event, log_.last_sequence + 1)
-            elif not event.get("sequence"):
-                event["sequence"] = log_.last_sequence + 1
+            if isinstance(event, dict):
+                if not event.get("sequence"):
+                    event["sequence"] = log_.last_sequence + 1
+            elif not event.sequence:
+                event = with_sequence(event, log_.last_sequence + 1)
             log_.append(event, limit)
             stored.append(event)
             for sub in subs:
                 sub.offer(event)
-        if subs and any(sub.queue.qsize() >= 256 for sub in subs):
-            # Same-loop subscribers run now instead of after the whole burst.
-            await asyncio.sleep(0)
+        for sub in subs:
+            if sub.queue.qsize() >= YIELD_AT:
+                # Same-loop subscribers run now instead of after the whole burst.
+                await asyncio.sleep(0)
+                break
         return stored
 
-    def follow(
+    def follow_models(
         self, run_id: str, from_sequence: int = 1, *, live: bool = True
-    ) -> AsyncGenerator[StoredEvent, None]:
-        self._check_open()
-        return self._follow(run_id, max(1, from_sequence), live)
+    ) -> AsyncIterator[BaseEvent]:
+        """``follow`` handing out parsed event models, each sequence once: what
+        ``EventBus.subscribe`` returns on this backend, with no layer in between."""
+        sub = self.follow(run_id, from_sequence, live=live)
+        sub.models = True
+        return sub
 
-    async def _follow(
-        self, run_id: str, from_sequence: int, live: bool
-    ) -> AsyncGenerator[StoredEvent, None]:
+    def follow(self, run_id: str, from_sequence: int = 1, *, live: bool = True) -> _Subscription:
+        """Snapshot and attach in one synchronous step (no await between them), so nothing
+        published meanwhile can fall between the replay and the live part."""
+        self._check_open()
+        from_sequence = max(1, from_sequence)
         log_ = self._events.get(run_id)
         replay = log_.from_sequence(from_sequence) if log_ is not None else []
+        # ``last_sequence`` counts what was handed out; the replay is handed out first.
+        last = from_sequence - 1
+        sub = self._attach(run_id, last) if live else _Subscription(self, run_id, last, 1)
         first = sequence_of(replay[0]) if replay else 0
         if first > from_sequence:
-            yield gap_event(run_id, from_sequence, first - 1, "trimmed by max_events_per_run")
-        if not live:
-            for event in replay:
-                yield event
-            return
-        # Attach before yielding anything: no await separates the snapshot from the attach.
-        last = max(sequence_of(replay[-1]) if replay else 0, from_sequence - 1)
-        sub = self._attach(run_id, last)
+            sub.pending.append(
+                gap_event(run_id, from_sequence, first - 1, "trimmed by max_events_per_run")
+            )
         sub.pending.extend(replay)
-        try:
-            async for event in sub:
-                yield event
-        finally:
-            await sub.aclose()
+        sub.replay_only = not live
+        return sub
 
     async def list_runs(self, pattern: str | None = None) -> list[RunSummary]:
         out = []
