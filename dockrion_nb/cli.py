@@ -25,15 +25,21 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import IO, Any, NoReturn
 
-from . import __version__, api
+from . import __version__
+from .backend_options import build_config
 from .backends import BackendError, build_backend
 from .backends.factory import BackendFallbackWarning
 from .bus import EventBus
 from .config import ConfigError, StreamingConfig
 from .context import StreamContext
+from .demo import simulate_agent
 from .engine import backend_location
 from .events import EventValidationError, validate_run_id
+from .eventtext import parse_events_text, parse_fields, user_event
 from .redaction import scrub
+from .selection import NoEventsError, aselect_events, check_types
+from .tables import RunTable
+from .terminal import TracePrinter, follow_run
 
 PROG = "dockrion-nb"
 MEMORY_HINT = (
@@ -177,7 +183,7 @@ def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Streami
     backend = args.backend
     if backend is None and args.dockfile is None:
         backend = "redis" if (args.url or environ.get("REDIS_URL")) else "memory"
-    return api.build_config(
+    return build_config(
         backend,
         url=args.url,
         ttl=args.ttl,
@@ -214,9 +220,9 @@ async def cmd_publish(args: argparse.Namespace, s: Session, out: IO[str], err: I
         if args.event_type is not None or args.fields:
             raise CommandError("give either TYPE [key=value ...] or --file, not both")
         text = sys.stdin.read() if args.file == "-" else _read(args.file)
-        events = api.parse_events_text(text, run_id)
+        events = parse_events_text(text, run_id)
     elif args.event_type is not None:
-        events = [api.user_event(args.event_type, run_id, api.parse_fields(args.fields))]
+        events = [user_event(args.event_type, run_id, parse_fields(args.fields))]
     else:
         raise CommandError("give the event: TYPE [key=value ...], or --file PATH (- for stdin)")
     stored = await s.bus.publish_many(run_id, events)
@@ -251,14 +257,14 @@ async def cmd_tail(args: argparse.Namespace, s: Session, out: IO[str], err: IO[s
     run_id = validate_run_id(args.run_id)
     if args.from_sequence < 1:
         raise CommandError(f"--from must be 1 or more, not {args.from_sequence}")
-    types = api.check_types(args.types)
+    types = check_types(args.types)
     if not await s.bus.get_events(run_id, args.from_sequence):
         err.write(
             f"waiting for run {run_id} on {s.location} (Ctrl-C to stop){s.no_events_hint()}\n"
         )
         err.flush()
-    printer = api.TracePrinter(out, as_json=args.json)
-    follow = api.follow_run(s.bus, run_id, printer, from_sequence=args.from_sequence, types=types)
+    printer = TracePrinter(out, as_json=args.json)
+    follow = follow_run(s.bus, run_id, printer, from_sequence=args.from_sequence, types=types)
     try:
         last = await asyncio.wait_for(follow, args.timeout)
     except TimeoutError:
@@ -272,7 +278,7 @@ async def cmd_tail(args: argparse.Namespace, s: Session, out: IO[str], err: IO[s
 
 async def cmd_replay(args: argparse.Namespace, s: Session, out: IO[str], err: IO[str]) -> int:
     try:
-        events = await api.aselect_events(
+        events = await aselect_events(
             s.bus,
             args.run_id,
             from_sequence=args.from_sequence,
@@ -280,9 +286,9 @@ async def cmd_replay(args: argparse.Namespace, s: Session, out: IO[str], err: IO
             types=args.types,
             location=s.location,
         )
-    except api.NoEventsError as exc:
+    except NoEventsError as exc:
         raise CommandError(f"{exc}{s.no_events_hint()}") from None
-    printer = api.TracePrinter(out, as_json=args.json)
+    printer = TracePrinter(out, as_json=args.json)
     for event in events:
         printer.feed(event)
     printer.close()
@@ -290,7 +296,7 @@ async def cmd_replay(args: argparse.Namespace, s: Session, out: IO[str], err: IO
 
 
 async def cmd_runs(args: argparse.Namespace, s: Session, out: IO[str], err: IO[str]) -> int:
-    table = api.RunTable(await s.bus.list_runs(args.pattern or None), s.location)
+    table = RunTable(await s.bus.list_runs(args.pattern or None), s.location)
     if args.json:
         for row in table:
             out.write(json.dumps({**dataclasses.asdict(row), "status": row.status}) + "\n")
@@ -310,13 +316,13 @@ async def cmd_demo(args: argparse.Namespace, s: Session, out: IO[str], err: IO[s
             err.write(f"; follow it elsewhere with: {PROG} tail {run_id}")
         err.write("\n")
         err.flush()
-    printer = api.TracePrinter(out if not args.quiet else io.StringIO(), as_json=args.json)
-    follower = asyncio.create_task(api.follow_run(s.bus, run_id, printer))
+    printer = TracePrinter(out if not args.quiet else io.StringIO(), as_json=args.json)
+    follower = asyncio.create_task(follow_run(s.bus, run_id, printer))
     await asyncio.sleep(0)  # subscribed before the first event; replay covers it anyway
     t0 = time.perf_counter()
     ctx = StreamContext(run_id, s.bus)
     try:
-        final = await api.simulate_agent(ctx, speed=speed, fail=args.error)
+        final = await simulate_agent(ctx, speed=speed, fail=args.error)
         last = await asyncio.wait_for(follower, 30)
     finally:
         follower.cancel()

@@ -38,13 +38,16 @@ from IPython.core.magic import Magics, magics_class
 from traitlets import Enum, Int, TraitError, Unicode, validate
 
 from . import api
+from .backend_options import build_config
 from .backends.base import BackendError
 from .config import ConfigError
 from .context import context_scope
 from .engine import backend_location, get_engine, reset_engine
 from .events import EventValidationError, validate_run_id
+from .eventtext import parse_events_text, parse_fields, user_event
 from .filters import EventsFilter
 from .redaction import scrub
+from .tracing import Trace
 
 log = logging.getLogger("dockrion_nb.magics")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -269,7 +272,7 @@ class StreamMagics(Magics):
                     raise UsageError("name the backend: %stream_backend memory|redis [options]")
                 print(f"stream backend: {describe_settings(engine.describe())}")
                 return
-            cfg = api.build_config(
+            cfg = build_config(
                 args.backend,
                 url=args.url,
                 ttl=args.ttl,
@@ -399,14 +402,14 @@ class StreamMagics(Magics):
             raise UsageError(f"{', '.join(cell_only)} {verb} only for the %%publish cell magic")
         engine = get_engine()
         with user_errors():
-            event = api.user_event(args.event_type, run_id, api.parse_fields(args.fields))
+            event = user_event(args.event_type, run_id, parse_fields(args.fields))
             stored = api.publish(run_id, event, engine=engine)
         print(f"published {stored.type} #{stored.sequence} to run {run_id}")
 
     def _publish_body(self, run_id: str, body: str, watch: bool) -> None:
         engine = get_engine()
         with user_errors():
-            events = api.parse_events_text(body, run_id)
+            events = parse_events_text(body, run_id)
             if watch:
                 api.watch(run_id, engine=engine)
             stored = api.publish_many(run_id, events, engine=engine)
@@ -422,7 +425,7 @@ class StreamMagics(Magics):
         with user_errors():
             events = EventsFilter.parse(args.events) if args.events else None
         code = CellCode(self.shell, body)  # a SyntaxError surfaces before the run starts
-        trace = api.Trace(
+        trace = Trace(
             run_id, agent=args.agent, framework=args.framework, events=events, engine=engine
         )
         with user_errors():

@@ -1,0 +1,201 @@
+"""A block of code traced as a run: ``started`` on entry, one terminal event on exit.
+
+``Trace`` backs ``trace()``, ``%%publish`` without ``--events-body`` and the CLI; the helpers
+make any Python value or exception fit a ``complete`` or ``error`` event (JSON-safe, bounded
+in size) so recording a run never fails because of what the run returned or raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import math
+import time
+import traceback
+from collections.abc import Mapping
+from datetime import date, datetime
+from types import TracebackType
+from typing import Any
+
+from pydantic import BaseModel
+
+from .context import StreamContext, context_scope
+from .engine import Engine, get_engine
+from .filters import EventsFilter
+
+MAX_OUTPUT_BYTES = 256_000
+MAX_TRACEBACK_CHARS = 20_000
+
+
+def jsonable(value: Any, _depth: int = 0) -> Any:
+    """``value`` made JSON-safe: containers recursed, models dumped, anything else as repr."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if _depth > 32:
+        return repr(value)[:200]
+    if isinstance(value, BaseModel):
+        return jsonable(value.model_dump(mode="json"), _depth + 1)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value), _depth + 1)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v, _depth + 1) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    for method in ("tolist", "item", "to_dict"):  # numpy arrays/scalars, pandas objects
+        fn = getattr(value, method, None)
+        if callable(fn):
+            try:
+                return jsonable(fn(), _depth + 1)
+            except Exception:
+                break
+    text = repr(value)
+    return text if len(text) <= 2000 else text[:2000] + "..."
+
+
+def output_of(value: Any) -> dict[str, Any]:
+    """A ``complete`` event's ``output``: a dict as itself, anything else under ``result``."""
+    if value is None:
+        return {}
+    safe = jsonable(value)
+    out = safe if isinstance(safe, dict) else {"result": safe}
+    text = json.dumps(out, ensure_ascii=False)
+    if len(text.encode()) > MAX_OUTPUT_BYTES:
+        return {"result": repr(value)[:2000], "truncated": True, "size_bytes": len(text)}
+    return out
+
+
+def error_details(exc: BaseException, tb_text: str | None = None) -> dict[str, Any]:
+    """An ``error`` event's details: the qualified exception type and a bounded traceback."""
+    kind = type(exc)
+    if tb_text is None:
+        tb_text = "".join(traceback.format_exception(exc))
+    if len(tb_text) > MAX_TRACEBACK_CHARS:
+        tb_text = "...\n" + tb_text[-MAX_TRACEBACK_CHARS:]
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else (f"{kind.__module__}.{kind.__qualname__}")
+    )
+    return {"exception_type": name, "traceback": tb_text}
+
+
+CANCELLING = (KeyboardInterrupt, asyncio.CancelledError)
+
+
+class Trace:
+    """A traced run: ``started`` on entry, then ``complete``, ``error`` or ``cancelled``.
+
+    ``with trace("run-1") as ctx:`` (or ``async with``) gives the run's ``StreamContext``; an
+    exception is recorded as an ``error`` event and still raised, ``KeyboardInterrupt`` and
+    task cancellation as ``cancelled``. If the body emits its own terminal event (for example
+    ``ctx.emit_complete(output=...)``), no second one is sent.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        agent: str | None = None,
+        framework: str | None = None,
+        events: EventsFilter | str | list[str] | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        if isinstance(events, str):
+            events = EventsFilter.parse(events)
+        self.engine = engine or get_engine()
+        self.ctx: StreamContext = self.engine.context(
+            run_id, agent_name=agent, framework=framework, events_filter=events
+        )
+        self.output: Any = None
+        self._t0: float | None = None
+        self._scope: contextlib.ExitStack | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.ctx.run_id
+
+    @property
+    def finished(self) -> bool:
+        last = self.ctx.last_event
+        return last is not None and last.is_terminal
+
+    def _latency(self) -> float | None:
+        return None if self._t0 is None else round(time.perf_counter() - self._t0, 6)
+
+    # sync steps, shared by the context manager and %%publish
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+        self.ctx.sync_emit_started()
+
+    def complete(self, output: Any = None) -> None:
+        if not self.finished:
+            self.ctx.sync_emit_complete(output_of(output), self._latency())
+
+    def fail(self, exc: BaseException, tb_text: str | None = None) -> None:
+        if not self.finished:
+            message = str(exc) or type(exc).__name__
+            self.ctx.sync_emit_error(message, type(exc).__name__, error_details(exc, tb_text))
+
+    def cancel(self, reason: str) -> None:
+        if not self.finished:
+            self.ctx.sync_emit_cancelled(reason)
+
+    def end(self, exc: BaseException | None, tb_text: str | None = None) -> None:
+        """Emit the terminal event for how the body ended."""
+        if exc is None:
+            self.complete(self.output)
+        elif isinstance(exc, CANCELLING):
+            self.cancel(f"interrupted ({type(exc).__name__})")
+        else:
+            self.fail(exc, tb_text)
+
+    def __enter__(self) -> StreamContext:
+        self.start()
+        self._scope = contextlib.ExitStack()
+        self._scope.enter_context(context_scope(self.ctx))
+        return self.ctx
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._scope is not None:
+            self._scope.close()
+        self.end(exc)
+
+    async def __aenter__(self) -> StreamContext:
+        self._t0 = time.perf_counter()
+        await self.ctx.emit_started()
+        self._scope = contextlib.ExitStack()
+        self._scope.enter_context(context_scope(self.ctx))
+        return self.ctx
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._scope is not None:
+            self._scope.close()
+        if self.finished:
+            return
+        if exc is None:
+            await self.ctx.emit_complete(output_of(self.output), self._latency())
+        elif isinstance(exc, CANCELLING):
+            await self.ctx.emit_cancelled(f"interrupted ({type(exc).__name__})")
+        else:
+            await self.ctx.emit_error(
+                str(exc) or type(exc).__name__, type(exc).__name__, error_details(exc)
+            )
