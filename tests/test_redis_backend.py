@@ -31,7 +31,7 @@ from dockrion_nb import EventBus
 from dockrion_nb.backends import BackendFallbackWarning, InMemoryBackend, build_backend
 from dockrion_nb.backends.base import BackendConnectionError
 from dockrion_nb.backends.redis import RedisBackend
-from dockrion_nb.events import CompleteEvent, StartedEvent, TokenEvent
+from dockrion_nb.events import CompleteEvent, StartedEvent, TokenEvent, parse_event
 
 
 @pytest.fixture(params=["redis", "valkey"])
@@ -282,6 +282,64 @@ async def test_entries_that_are_not_events_are_skipped_and_counted(
         await asyncio.wait_for(task, 10)
         assert got == [7, 8]
         assert backend.skipped_messages == 2
+    finally:
+        raw.close()
+
+
+async def test_models_read_from_json_bytes_match_the_wire_dicts_entry_for_entry(
+    backend: RedisBackend, url: str, run_id: str
+) -> None:
+    """The bus reads models straight from each entry's JSON, choosing the class by the
+    entry's ``type`` field; entries where that field, the JSON or the sequence disagree must
+    come out exactly as the wire-dict path (``get_events``) makes them, or be skipped alike."""
+    raw = redis.Redis.from_url(url)
+    key = f"stream:run:{run_id}"
+
+    def token(seq: int, **extra: object) -> dict[str, object]:
+        return {**TokenEvent(run_id=run_id, content=f"c{seq}", sequence=seq).to_dict(), **extra}
+
+    progress = {**token(2), "type": "progress", "step": "s", "progress": 0.5}
+    del progress["content"]
+    no_type = token(3)
+    del no_type["type"]
+    no_seq = token(4)
+    del no_seq["sequence"]
+    written: list[tuple[dict[str, object], dict[str, str]]] = [
+        (progress, {"sequence": "2", "type": "token"}),  # the type field lies
+        (no_type, {"sequence": "3", "type": "token"}),  # skipped: the JSON has no type
+        (no_seq, {"sequence": "4", "type": "token"}),  # sequence filled from the field
+        (token(5), {"sequence": "50", "type": "token"}),  # the JSON's sequence wins
+        ({**token(6), "type": "custom:x", "extra": [1, {"a": None}]}, {"sequence": "6"}),
+        ({**token(7), "type": "mystery"}, {"sequence": "7", "type": "mystery"}),
+        (token(8), {"sequence": "8", "type": "mystery"}),  # a known type, field unknown
+        ({**token(9), "type": ""}, {"sequence": "9", "type": ""}),  # skipped: empty type
+        (token(10, note="\u00e9t\u00e9 \U0001f600"), {"type": "token", "sequence": "10"}),
+        (token(11), {"type": "token", "x": "y", "sequence": "11"}),
+        (token(12, sequence="12"), {"sequence": "12", "type": "token"}),  # a text sequence
+    ]
+    try:
+        await EventBus(backend).publish(run_id, tokens(run_id, 1)[0])
+        for data, fields in written:
+            raw.xadd(key, {"data": json.dumps(data), **fields})
+        dicts = await backend.get_events(run_id)
+        skipped_by_dicts = backend.skipped_entries
+        models = await EventBus(backend).get_events(run_id)
+        assert backend.skipped_entries == 2 * skipped_by_dicts == 4
+        assert [type(m) for m in models] == [type(parse_event(d)) for d in dicts]
+        assert [m.to_dict() for m in models] == [parse_event(d).to_dict() for d in dicts]
+        assert [m.sequence for m in models] == [1, 2, 4, 5, 6, 7, 8, 10, 11, 12]
+        assert [type(m).__name__ for m in models[1:7]] == [
+            "ProgressEvent",
+            "TokenEvent",
+            "TokenEvent",
+            "CustomEvent",
+            "CustomEvent",
+            "TokenEvent",
+        ]
+        kept = [d for d, _ in written if d.get("type")]
+        kept[1] = {**kept[1], "sequence": 4}  # stored without a sequence: the field's
+        kept[-1] = {**kept[-1], "sequence": 12}  # a text sequence: the field's
+        assert dicts[1:] == [json.loads(json.dumps(d)) for d in kept]
     finally:
         raw.close()
 

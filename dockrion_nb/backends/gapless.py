@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from ..events import BaseEvent
-from .base import EventDict, gap_event
+from ..events import BaseEvent, as_wire
+from .base import EventDict, StoredEvent, gap_event
 
-Fetch = Callable[[int], Awaitable[list[EventDict]]]
+Fetch = Callable[[int], Awaitable[list[EventDict]] | Awaitable[list[BaseEvent]]]
 
 
-def sequence_of(event: EventDict | BaseEvent) -> int:
+def sequence_of(event: StoredEvent) -> int:
     """The sequence of a stored event (wire dict or model); 0 when it has none."""
     if not isinstance(event, dict):
         return event.sequence
@@ -31,7 +31,7 @@ class Joiner:
         self.next_sequence = max(1, from_sequence)
         self._fetch = fetch
 
-    async def fill(self, before: int | None = None) -> AsyncIterator[EventDict]:
+    async def fill(self, before: int | None = None) -> AsyncIterator[StoredEvent]:
         """Stored events from ``next_sequence`` (up to ``before``), with a gap event where the
         store no longer has what was asked for."""
         for event in await self._fetch(self.next_sequence):
@@ -45,9 +45,9 @@ class Joiner:
             yield event
             self.next_sequence = seq + 1
 
-    async def accept(self, event: EventDict) -> AsyncIterator[EventDict]:
+    async def accept(self, event: StoredEvent) -> AsyncIterator[StoredEvent]:
         """A live event: drop it if already seen, fill the gap before it if there is one."""
-        if event.get("type") == "gap":
+        if (event.get("type") if isinstance(event, dict) else event.type) == "gap":
             async for stored in self.fill():
                 yield stored
             return
@@ -72,9 +72,9 @@ async def join_replay_and_live(
     """Replay from the store, then ``live`` (already subscribed), each sequence once."""
     joiner = Joiner(run_id, from_sequence, fetch)
     async for event in joiner.fill():
-        yield event
+        yield event if isinstance(event, dict) else as_wire(event)  # always a dict here
     if live is None:
         return
     async for event in live:
         async for out in joiner.accept(event):
-            yield out
+            yield out if isinstance(out, dict) else as_wire(out)

@@ -17,6 +17,9 @@ What we do beyond the reference, and why:
   so runs written by Dockrion (which has no counter key) continue correctly.
 - Replay near the end of a long stream reads the stream backwards in small chunks and stops at
   the requested sequence: its cost follows what is returned, not the stream's length.
+- Our bus and followers read stored events as models validated straight from each entry's JSON
+  bytes (one pass, no dict); ``get_events`` (Dockrion's protocol) returns the wire dicts. Both
+  accept and skip the same entries.
 - One Pub/Sub connection per backend multiplexes every followed run and decodes each message
   once; followers get their own queues. When that connection drops, it reconnects with bounded
   exponential backoff and jitter, re-subscribes, and every follower fills what it missed from
@@ -54,6 +57,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, S
 from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic import ValidationError
 from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -66,7 +70,16 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..events import EventRecord, EventValidationError, as_wire, parse_event, validate_run_id
+from ..events import (
+    EVENT_CLASSES,
+    BaseEvent,
+    CustomEvent,
+    EventRecord,
+    EventValidationError,
+    as_wire,
+    parse_event,
+    validate_run_id,
+)
 from ..redaction import mask_url, scrub
 from .base import (
     BackendClosedError,
@@ -494,6 +507,11 @@ class RedisBackend:
         self._pool.connection_kwargs["protocol"] = 2
         self._client = aioredis.Redis(connection_pool=self._pool)
         self._append = self._client.register_script(_APPEND_LUA)
+        # Stream reads keep Redis's flat field lists: decode_model reads them in place, and
+        # redis-py's per-entry dict would cost more than the rest of a replay's reading.
+        self._raw = aioredis.Redis(connection_pool=self._pool)
+        for command in ("XRANGE", "XREVRANGE"):
+            self._raw.set_response_callback(command, _as_sent)
         self._hub = _PubSubHub(self)
         self._closed = False
         self._state = "idle"
@@ -611,22 +629,45 @@ class RedisBackend:
         return StreamRecord(obj, model)
 
     def decode_entry(self, run_id: str, entry_id: Any, fields: Any) -> StreamRecord | None:
-        """A stream entry as an event, or None (skipped, counted and logged) if it is not one."""
+        """A stream entry as an event, or None (skipped, counted and logged) if it is not one.
+
+        ``fields`` is the entry's field list as Redis sends it, or a dict of it."""
         try:
-            if not isinstance(fields, dict):
-                raise EventValidationError("entry has no fields")
-            return self._decode(run_id, fields.get(b"data"), _field_int(fields.get(b"sequence")))
+            data, seq, _ = _entry_fields(fields)
+            return self._decode(run_id, data, _field_int(seq))
         except EventValidationError as exc:
-            self.skipped_entries += 1
-            _log_skip(
-                self.skipped_entries,
-                "skipped stream entry %r of run %s: not a valid event (%s); %d skipped so far",
-                entry_id,
-                run_id,
-                exc,
-                self.skipped_entries,
-            )
+            self._skip_entry(run_id, entry_id, exc)
             return None
+
+    def decode_model(self, run_id: str, entry_id: Any, fields: Any) -> BaseEvent | None:
+        """The model of a stream entry, or None (skipped as in ``decode_entry``).
+
+        Entries as our script and Dockrion write them are validated straight from their JSON
+        bytes with the class their ``type`` field names (no dict, no second pass); whatever
+        that cannot vouch for takes ``decode_entry``'s path, so both accept and reject alike.
+        """
+        try:
+            data, seq, kind = _entry_fields(fields)
+        except EventValidationError as exc:
+            self._skip_entry(run_id, entry_id, exc)
+            return None
+        field_sequence = _field_int(seq)
+        model = _fast_model(run_id, data, field_sequence, kind)
+        if model is not None:
+            return model
+        record = self.decode_entry(run_id, entry_id, fields)
+        return None if record is None else record.model
+
+    def _skip_entry(self, run_id: str, entry_id: Any, exc: EventValidationError) -> None:
+        self.skipped_entries += 1
+        _log_skip(
+            self.skipped_entries,
+            "skipped stream entry %r of run %s: not a valid event (%s); %d skipped so far",
+            entry_id,
+            run_id,
+            exc,
+            self.skipped_entries,
+        )
 
     def decode_message(self, run_id: str, data: bytes) -> StreamRecord | None:
         try:
@@ -645,23 +686,16 @@ class RedisBackend:
     # -- reading the stream ----------------------------------------------------------------------
 
     async def _read_from(self, run_id: str, from_sequence: int) -> list[EventDict]:
-        """Stored events with ``sequence >= from_sequence``, ordered by sequence.
-
-        From the start it reads the whole stream in chunks; otherwise it walks back from the
-        end and stops once it passes ``from_sequence``. Raises redis-py errors.
-        """
-        key = stream_key(run_id)
-        entries = (
-            await self._read_all(key)
-            if from_sequence <= 1
-            else await self._read_tail(key, from_sequence)
-        )
+        """Stored events with ``sequence >= from_sequence``, ordered by sequence, as wire
+        dicts (each carrying its model). Raises redis-py errors."""
+        entries = await self._read_entries(run_id, from_sequence)
         out: list[EventDict] = []
         in_order = True
         last = -1
+        decode = self.decode_entry
         with _gc_paused():
             for entry_id, fields in entries:
-                record = self.decode_entry(run_id, entry_id, fields)
+                record = decode(run_id, entry_id, fields)
                 if record is None:
                     continue
                 seq = sequence_of(record)
@@ -673,35 +707,65 @@ class RedisBackend:
             out.sort(key=sequence_of)
         return out
 
+    async def _read_models(self, run_id: str, from_sequence: int) -> list[BaseEvent]:
+        """``_read_from`` as models only: what our bus and followers use (no wire dicts)."""
+        entries = await self._read_entries(run_id, from_sequence)
+        out: list[BaseEvent] = []
+        in_order = True
+        last = -1
+        decode = self.decode_model
+        with _gc_paused():
+            for entry_id, fields in entries:
+                model = decode(run_id, entry_id, fields)
+                if model is None:
+                    continue
+                seq = model.sequence
+                if seq >= from_sequence:
+                    out.append(model)
+                    in_order = in_order and seq >= last
+                    last = seq
+        if not in_order:
+            out.sort(key=_model_sequence)
+        return out
+
+    async def _read_entries(self, run_id: str, from_sequence: int) -> list[Any]:
+        """The raw entries holding ``sequence >= from_sequence`` (and perhaps a few before).
+
+        From the start it reads the whole stream in chunks; otherwise it walks back from the
+        end and stops once it passes ``from_sequence``.
+        """
+        key = stream_key(run_id)
+        if from_sequence <= 1:
+            return await self._read_all(key)
+        return await self._read_tail(key, from_sequence)
+
     async def _read_all(self, key: str) -> list[Any]:
         entries: list[Any] = []
         start: bytes | str = "-"
         while True:
             chunk: list[Any] = (
-                await self._client.xrange(key, min=start, max="+", count=READ_CHUNK) or []
+                await self._raw.xrange(key, min=start, max="+", count=READ_CHUNK) or []
             )
             self.entries_read += len(chunk)
             entries.extend(chunk)
             if len(chunk) < READ_CHUNK:
                 return entries
-            start = b"(" + _as_bytes(chunk[-1][0])
+            start = b"(" + _as_bytes(_entry_id(chunk[-1]))
 
     async def _read_tail(self, key: str, from_sequence: int) -> list[Any]:
         entries: list[Any] = []
         end: bytes | str = "+"
         count = FIRST_TAIL_CHUNK
         while True:
-            chunk: list[Any] = (
-                await self._client.xrevrange(key, max=end, min="-", count=count) or []
-            )
+            chunk: list[Any] = await self._raw.xrevrange(key, max=end, min="-", count=count) or []
             self.entries_read += len(chunk)
             entries.extend(chunk)
             if len(chunk) < count:
                 break
-            low = _field_int(chunk[-1][1].get(b"sequence")) if isinstance(chunk[-1][1], dict) else 0
+            low = _entry_sequence(chunk[-1])
             if 0 < low < from_sequence:
                 break
-            end = b"(" + _as_bytes(chunk[-1][0])
+            end = b"(" + _as_bytes(_entry_id(chunk[-1]))
             # Sequences are dense for our writers: ask for about what is left, in one go.
             wanted = low - from_sequence + 2 if low > 0 else READ_CHUNK
             count = max(FIRST_TAIL_CHUNK, min(READ_CHUNK, wanted))
@@ -770,7 +834,12 @@ class RedisBackend:
         return list(wire)
 
     async def read(self, run_id: str, from_sequence: int = 0) -> list[StoredEvent]:
-        return list(await self.get_events(run_id, from_sequence))
+        """Models only: the bus needs no wire dicts."""
+        self._check_open()
+        try:
+            return list(await self._read_models(run_id, from_sequence))
+        except (RedisError, OSError) as exc:
+            raise self.error_for(exc, f"reading run {run_id!r}") from None
 
     async def _run_script(
         self, run_id: str, events: Sequence[EventDict], *, publish: bool, assign: bool
@@ -801,15 +870,16 @@ class RedisBackend:
 
     def follow(
         self, run_id: str, from_sequence: int = 1, *, live: bool = True
-    ) -> AsyncGenerator[EventDict, None]:
+    ) -> AsyncGenerator[StoredEvent, None]:
         self._check_open()
         validate_run_id(run_id)
         return self._follow(run_id, max(1, from_sequence), live)
 
     async def _follow(
         self, run_id: str, from_sequence: int, live: bool
-    ) -> AsyncGenerator[EventDict, None]:
-        joiner = Joiner(run_id, from_sequence, lambda k: self._read_from(run_id, k))
+    ) -> AsyncGenerator[StoredEvent, None]:
+        # Stored events come back as models (the bus wants nothing else); live ones as records.
+        joiner = Joiner(run_id, from_sequence, lambda k: self._read_models(run_id, k))
         if not live:
             try:
                 async for event in joiner.fill():
@@ -841,7 +911,7 @@ class RedisBackend:
                 yield item
             joiner = Joiner(run_id, sequence_of(item), self._fetcher(run_id))
             async for event in self._drain(sub, joiner, settle=False):
-                yield event
+                yield event if isinstance(event, dict) else as_wire(event)  # always a dict
         finally:
             self._hub.detach(sub)
 
@@ -850,7 +920,7 @@ class RedisBackend:
 
     async def _drain(
         self, sub: _LiveSub, joiner: Joiner, *, settle: bool
-    ) -> AsyncGenerator[EventDict, None]:
+    ) -> AsyncGenerator[StoredEvent, None]:
         """Live events through the joiner. With ``settle``, a follower that hears nothing for
         ``SETTLE_SECONDS`` after reading the stream reads it once more: a writer that
         publishes before it stores (Dockrion does) may have stored, after our read, an event
@@ -883,7 +953,7 @@ class RedisBackend:
                 async for event in self._fill(joiner):
                     yield event
 
-    async def _fill(self, joiner: Joiner) -> AsyncGenerator[EventDict, None]:
+    async def _fill(self, joiner: Joiner) -> AsyncGenerator[StoredEvent, None]:
         """Stored events from the joiner's next sequence, retrying while Redis is away."""
         attempt = 0
         while True:
@@ -992,6 +1062,70 @@ def _log_skip(count: int, message: str, *args: Any) -> None:
     flood the log."""
     level = logging.WARNING if count <= 10 or count % 1000 == 0 else logging.DEBUG
     log.log(level, message, *args)
+
+
+def _as_sent(response: Any, **options: Any) -> Any:
+    return response
+
+
+_TYPE_CLASSES: dict[bytes, type[BaseEvent]] = {k.encode(): v for k, v in EVENT_CLASSES.items()}
+_FIELD_LAYOUT = (b"data", b"sequence", b"type")
+
+
+def _entry_fields(fields: Any) -> tuple[Any, Any, Any]:
+    """``(data, sequence, type)`` of a stream entry's fields (a flat list or a dict)."""
+    if type(fields) is list:
+        if (
+            len(fields) == 6
+            and fields[0] == b"data"
+            and fields[2] == b"sequence"
+            and fields[4] == b"type"
+        ):
+            return fields[1], fields[3], fields[5]
+        fields = dict(zip(fields[::2], fields[1::2], strict=False))  # later ones win
+    if not isinstance(fields, dict):
+        raise EventValidationError("entry has no fields")
+    return fields.get(b"data"), fields.get(b"sequence"), fields.get(b"type")
+
+
+def _entry_id(entry: Any) -> Any:
+    return entry[0] if entry else None
+
+
+def _entry_sequence(entry: Any) -> int:
+    """The ``sequence`` field of a raw entry (0 if it has none)."""
+    try:
+        return _field_int(_entry_fields(entry[1])[1])
+    except (EventValidationError, TypeError, IndexError):
+        return 0
+
+
+def _model_sequence(model: BaseEvent) -> int:
+    return model.sequence
+
+
+def _fast_model(run_id: str, data: Any, field_sequence: int, kind: Any) -> BaseEvent | None:
+    """The model ``_decode`` would make, straight from the JSON bytes, or None when that
+    cannot be vouched for (then the slow path decides, and reports what is wrong).
+
+    The class comes from the entry's ``type`` field; the result counts only if the JSON's own
+    ``type`` leads to that same class, was present, the run matches, and the sequence agrees
+    with the entry's ``sequence`` field (``_decode`` fills a missing one from it)."""
+    if type(data) is not bytes:
+        return None
+    cls = _TYPE_CLASSES.get(kind, CustomEvent) if type(kind) is bytes else CustomEvent
+    try:
+        model = cls.model_validate_json(data)
+    except ValidationError:
+        return None
+    if (
+        model.run_id != run_id
+        or (field_sequence > 0 and model.sequence != field_sequence)
+        or EVENT_CLASSES.get(model.type, CustomEvent) is not cls
+        or "type" not in model.__pydantic_fields_set__
+    ):
+        return None
+    return model
 
 
 def _dumps(event: dict[str, Any]) -> str:
