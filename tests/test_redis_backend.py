@@ -344,6 +344,69 @@ async def test_models_read_from_json_bytes_match_the_wire_dicts_entry_for_entry(
         raw.close()
 
 
+async def test_live_messages_reach_followers_as_the_models_their_wire_dicts_make(
+    backend: RedisBackend, url: str, run_id: str
+) -> None:
+    """Followers get live models validated straight from the message bytes (the class guessed
+    from the text); Dockrion's ``subscribe`` on the same backend gets wire dicts. A guess the
+    text misleads (a nested "type" first, Dockrion's spacing) must not change the result."""
+    raw = redis.Redis.from_url(url)
+    bus = EventBus(backend)
+    messages = [
+        {
+            "sequence": 2,
+            "data": {"type": "token"},
+            "type": "progress",
+            "run_id": run_id,
+            "step": "s",
+            "progress": 0.5,
+        },
+        {"type": "custom:x", "run_id": run_id, "sequence": 3, "v": [1, {"type": "y"}]},
+        {"type": "token", "run_id": run_id, "sequence": 4, "content": "t"},
+        {"type": "complete", "run_id": run_id, "sequence": 5},
+    ]
+    for i, message in enumerate(messages):  # fixed, so two parses agree
+        message.update(id=f"evt-{i}", timestamp="2026-01-02T03:04:05+00:00")
+    models: list[object] = []
+    dicts: list[dict[str, object]] = []
+
+    async def follow() -> None:
+        async for event in bus.subscribe(run_id, 1):
+            models.append(event)
+            if event.is_terminal:
+                return
+
+    async def dockrion_subscribe() -> None:
+        async for event in backend.subscribe(f"run:{run_id}"):
+            dicts.append(event)
+            if event.get("type") == "complete":
+                return
+
+    try:
+        await bus.publish(run_id, tokens(run_id, 1)[0])
+        tasks = [asyncio.create_task(follow()), asyncio.create_task(dockrion_subscribe())]
+        for _ in range(500):
+            if backend.subscriber_count(run_id) == 2 and models:
+                break
+            await asyncio.sleep(0.01)
+        for i, message in enumerate(messages):
+            text = json.dumps(message) if i == 0 else json.dumps(message, separators=(",", ":"))
+            raw.publish(f"events:run:{run_id}", text)
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        assert dicts == messages
+        assert [type(m).__name__ for m in models] == [
+            "TokenEvent",
+            "ProgressEvent",
+            "CustomEvent",
+            "TokenEvent",
+            "CompleteEvent",
+        ]
+        assert [m.to_dict() for m in models[1:]] == [parse_event(d).to_dict() for d in dicts]
+        assert backend.skipped_messages == 0
+    finally:
+        raw.close()
+
+
 def _listener(reply: bytes) -> tuple[int, socket.socket]:
     """A TCP server that is not Redis: answers ``reply`` to anything, then hangs up."""
     server = socket.socket()

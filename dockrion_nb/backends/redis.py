@@ -17,9 +17,10 @@ What we do beyond the reference, and why:
   so runs written by Dockrion (which has no counter key) continue correctly.
 - Replay near the end of a long stream reads the stream backwards in small chunks and stops at
   the requested sequence: its cost follows what is returned, not the stream's length.
-- Our bus and followers read stored events as models validated straight from each entry's JSON
-  bytes (one pass, no dict); ``get_events`` (Dockrion's protocol) returns the wire dicts. Both
-  accept and skip the same entries.
+- Our bus and followers get stored events and live messages as models validated straight from
+  the JSON bytes (one pass, no dict; ``follow_models`` hands them to the bus with no layer of
+  its own); ``get_events`` and ``subscribe`` (Dockrion's protocol) give wire dicts. Both paths
+  accept and skip the same entries and messages.
 - One Pub/Sub connection per backend multiplexes every followed run and decodes each message
   once; followers get their own queues. When that connection drops, it reconnects with bounded
   exponential backoff and jitter, re-subscribes, and every follower fills what it missed from
@@ -77,6 +78,7 @@ from ..events import (
     CustomEvent,
     EventRecord,
     EventValidationError,
+    as_model,
     as_wire,
     parse_event,
     validate_run_id,
@@ -196,16 +198,17 @@ class _Signal(enum.Enum):
     CLOSED = "closed"
 
 
-_Item = StreamRecord | _Signal
+_Item = StreamRecord | BaseEvent | _Signal
 
 
 class _LiveSub:
     """One local follower of a channel: a bounded queue; beyond it, the stream catches up."""
 
-    __slots__ = ("behind", "channel", "items", "waiter")
+    __slots__ = ("behind", "channel", "items", "models", "waiter")
 
-    def __init__(self, channel: bytes) -> None:
+    def __init__(self, channel: bytes, models: bool = False) -> None:
         self.channel = channel
+        self.models = models  # models only (our followers), else wire dicts (Dockrion's)
         self.items: deque[_Item] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.behind = False
@@ -214,7 +217,7 @@ class _LiveSub:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
-    def offer(self, record: StreamRecord) -> None:
+    def offer(self, record: StreamRecord | BaseEvent) -> None:
         if self.behind:
             return
         if len(self.items) >= QUEUE_LIMIT:
@@ -264,10 +267,10 @@ class _PubSubHub:
     def subscribers(self, channel: bytes) -> list[_LiveSub]:
         return list(self._subs.get(channel, ())) if channel in self._confirmed else []
 
-    async def attach(self, run_id: str) -> _LiveSub:
+    async def attach(self, run_id: str, *, models: bool = False) -> _LiveSub:
         """Subscribe (if this process has not yet) and wait for the server to confirm it."""
         channel = pubsub_channel(run_id).encode()
-        sub = _LiveSub(channel)
+        sub = _LiveSub(channel, models)
         self._subs.setdefault(channel, []).append(sub)
         if channel in self._confirmed:
             return sub
@@ -454,11 +457,18 @@ class _PubSubHub:
         if not subs:
             return
         run_id = channel.decode("utf-8", "replace")[len(CHANNEL_PREFIX) :]
+        if all(sub.models for sub in subs):  # our followers only: no wire dict needed
+            model = self._backend.decode_message_model(run_id, data)
+            if model is None:
+                return
+            for sub in subs:
+                sub.offer(model)
+            return
         record = self._backend.decode_message(run_id, data)
         if record is None:
             return
         for sub in subs:
-            sub.offer(record)
+            sub.offer(record.model if sub.models and record.model is not None else record)
 
 
 class RedisBackend:
@@ -671,6 +681,15 @@ class RedisBackend:
             exc,
             self.skipped_entries,
         )
+
+    def decode_message_model(self, run_id: str, data: bytes) -> BaseEvent | None:
+        """``decode_message``'s model, validated straight from the JSON bytes when it can be
+        vouched for (as in ``decode_model``; the class is guessed from the text)."""
+        model = _fast_model(run_id, data, 0, _type_hint(data))
+        if model is not None:
+            return model
+        record = self.decode_message(run_id, data)
+        return None if record is None else record.model
 
     def decode_message(self, run_id: str, data: bytes) -> StreamRecord | None:
         try:
@@ -910,29 +929,33 @@ class RedisBackend:
 
     def follow(
         self, run_id: str, from_sequence: int = 1, *, live: bool = True
-    ) -> AsyncGenerator[StoredEvent, None]:
+    ) -> AsyncGenerator[BaseEvent, None]:
+        """Models, each sequence once and in order (see ``RunLogBackend.follow``)."""
         self._check_open()
         validate_run_id(run_id)
         return self._follow(run_id, max(1, from_sequence), live)
 
+    # The bus hands this to its subscribers as it is: no layer of its own per event.
+    follow_models = follow
+
     async def _follow(
         self, run_id: str, from_sequence: int, live: bool
-    ) -> AsyncGenerator[StoredEvent, None]:
-        # Stored events come back as models (the bus wants nothing else); live ones as records.
+    ) -> AsyncGenerator[BaseEvent, None]:
+        # Stored and live events come as models; only gap notices are dicts.
         joiner = Joiner(run_id, from_sequence, lambda k: self._read_models(run_id, k))
         if not live:
             try:
                 async for event in joiner.fill():
-                    yield event
+                    yield as_model(event) if isinstance(event, dict) else event
             except (RedisError, OSError) as exc:
                 raise self.error_for(exc, f"reading run {run_id!r}") from None
             return
-        sub = await self._hub.attach(run_id)
+        sub = await self._hub.attach(run_id, models=True)
         try:
             async for event in self._fill(joiner):
-                yield event
+                yield as_model(event) if isinstance(event, dict) else event
             async for event in self._drain(sub, joiner, settle=True):
-                yield event
+                yield as_model(event) if isinstance(event, dict) else event
         finally:
             self._hub.detach(sub)
 
@@ -948,7 +971,7 @@ class RedisBackend:
                 if sequence_of(item):
                     sub.items.appendleft(item)
                     break
-                yield item
+                yield item if isinstance(item, dict) else as_wire(item)  # always a dict
             joiner = Joiner(run_id, sequence_of(item), self._fetcher(run_id))
             async for event in self._drain(sub, joiner, settle=False):
                 yield event if isinstance(event, dict) else as_wire(event)  # always a dict
@@ -986,7 +1009,7 @@ class RedisBackend:
                 unsettled = settle
                 continue
             seq = sequence_of(item)
-            if seq and seq == joiner.next_sequence and item.get("type") != "gap":
+            if seq and seq == joiner.next_sequence and _type_of(item) != "gap":
                 joiner.next_sequence = seq + 1  # the usual case, as joiner.accept would do
                 yield item
                 continue
@@ -1131,6 +1154,26 @@ def _entry_fields(fields: Any) -> tuple[Any, Any, Any]:
     if not isinstance(fields, dict):
         raise EventValidationError("entry has no fields")
     return fields.get(b"data"), fields.get(b"sequence"), fields.get(b"type")
+
+
+def _type_hint(data: Any) -> bytes | None:
+    """The first ``"type"`` value in a JSON text, a guess checked by ``_fast_model``."""
+    if type(data) is not bytes:
+        return None
+    start = data.find(b'"type":')
+    if start < 0:
+        return None
+    start += 7
+    while data[start : start + 1] == b" ":
+        start += 1
+    if data[start : start + 1] != b'"':
+        return None
+    end = data.find(b'"', start + 1)
+    return data[start + 1 : end] if end > 0 else None
+
+
+def _type_of(item: StoredEvent) -> Any:
+    return item.get("type") if isinstance(item, dict) else item.type
 
 
 def _entry_id(entry: Any) -> Any:
