@@ -13,6 +13,8 @@ What we do beyond the reference, and why:
   ``max_events_per_run`` entries are kept, never more), EXPIREs, and PUBLISHes, in one round
   trip. The client sends each event's JSON without ``sequence``; the script splices
   ``{"sequence":N,`` in front, so the stored and published JSON carry the assigned number.
+  A PING travels in the same packet ahead of the script, so that Redis sends the Pub/Sub
+  message before the script's reply (followers hear the event before the publisher resumes).
 - The counter starts from ``max(counter key, last stream entry's sequence)`` on every batch,
   so runs written by Dockrion (which has no counter key) continue correctly.
 - Replay near the end of a long stream reads the stream backwards in small chunks and stops at
@@ -915,7 +917,12 @@ class RedisBackend:
                 await conn.disconnect()
                 await conn.connect()  # type: ignore[no-untyped-call]
             command = _pack("EVALSHA", self._append.sha, len(keys), *keys, *args)
-            await conn.send_packed_command(command, check_health=False)
+            # The PING (same packet, same round trip) queues our reply before the script
+            # PUBLISHes; Redis writes the most recently queued client first, so followers get
+            # the event before this reply and the publisher's next steps are not in their way.
+            await conn.send_packed_command(_PING + command, check_health=False)
+            with contextlib.suppress(ResponseError):  # e.g. an ACL that denies PING
+                await conn.read_response()
             try:
                 return await conn.read_response()
             except NoScriptError:  # nothing ran: load it (after a restart or FLUSH) and go on
@@ -1222,6 +1229,9 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=s
 
 def _dumps(event: dict[str, Any]) -> str:
     return _ENCODER.encode(event)
+
+
+_PING = b"*1\r\n$4\r\nPING\r\n"
 
 
 def _pack(*args: str | int) -> bytes:
