@@ -753,7 +753,7 @@ BUCKETS = (
     ("'poll' of 'select.epoll'", "waiting for I/O (selectors)"),
     ("asyncio", "asyncio"),
     ("json", "json"),
-    ("copy.py", "copy (pydantic model_copy)"),
+    ("copy.py", "copy (module copy)"),
     ("uuid", "uuid"),
 )
 
