@@ -14,9 +14,9 @@ import redis
 from servers import PrivateServer
 
 from dockrion_nb import EventBus
-from dockrion_nb.backends import redis as redis_backend
 from dockrion_nb.backends.base import BackendConnectionError
 from dockrion_nb.backends.redis import RedisBackend
+from dockrion_nb.backends.redis import pubsub as redis_pubsub
 from dockrion_nb.events import TokenEvent
 
 
@@ -145,7 +145,7 @@ async def test_killing_the_pubsub_connection_loses_and_repeats_nothing(
 async def test_a_follower_that_falls_behind_catches_up_from_the_stream(
     private_redis: PrivateServer, run_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_backend, "QUEUE_LIMIT", 20)
+    monkeypatch.setattr(redis_pubsub, "QUEUE_LIMIT", 20)
     backend = RedisBackend(private_redis.url, max_events_per_run=10_000)
     bus = EventBus(backend)
     await bus.publish(run_id, tokens(run_id, 1)[0])
@@ -176,7 +176,7 @@ async def test_a_follower_that_falls_behind_catches_up_from_the_stream(
 async def test_a_follower_behind_trimmed_events_is_told_with_a_gap(
     private_redis: PrivateServer, run_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_backend, "QUEUE_LIMIT", 20)
+    monkeypatch.setattr(redis_pubsub, "QUEUE_LIMIT", 20)
     bus = EventBus(RedisBackend(private_redis.url, max_events_per_run=50))
     await bus.publish(run_id, tokens(run_id, 1)[0])
     resume = asyncio.Event()
@@ -209,7 +209,7 @@ async def test_a_follower_behind_trimmed_events_is_told_with_a_gap(
 async def test_a_frozen_server_is_detected_by_ping_and_the_follower_resumes(
     private_redis: PrivateServer, run_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_backend, "HEALTH_INTERVAL", 0.2)
+    monkeypatch.setattr(redis_pubsub, "HEALTH_INTERVAL", 0.2)
     backend = RedisBackend(private_redis.url, command_timeout=2.0)
     states: list[str] = []
     backend.add_state_listener(states.append)

@@ -1,0 +1,667 @@
+"""``RedisBackend``: Dockrion's protocol and ours over Redis Streams + Pub/Sub; the why of
+each choice is in the package's doc."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ...events import BaseEvent, EventValidationError, as_model, as_wire, validate_run_id
+from ...redaction import mask_url, scrub
+from ..base import (
+    BackendClosedError,
+    BackendConnectionError,
+    BackendError,
+    BackendPublishError,
+    EventDict,
+    RunSummary,
+    StoredEvent,
+    run_id_of,
+)
+from ..gapless import Joiner, sequence_of
+from .decode import (
+    StreamRecord,
+    as_bytes,
+    as_sent,
+    decode_record,
+    entry_fields,
+    entry_id_of,
+    entry_sequence,
+    fast_model,
+    field_int,
+    gc_paused,
+    log_skip,
+    model_sequence,
+    type_hint,
+    type_of,
+)
+from .errors import TRANSIENT, backoff_delay, describe_failure
+from .keys import STREAM_PREFIX, counter_key, pubsub_channel, stream_key
+from .pubsub import LiveSub, PubSubHub, Signal
+from .script import APPEND_LUA, PING, dumps, pack
+
+log = logging.getLogger("dockrion_nb.redis")
+
+BATCH_LIMIT = 1000  # events per script call; a larger append takes one round trip per 1000
+READ_CHUNK = 1000  # stream entries per XRANGE/XREVRANGE call
+FIRST_TAIL_CHUNK = 16
+SETTLE_SECONDS = 0.5  # see RedisBackend._drain
+
+
+class RedisBackend:
+    """Pub/Sub for live delivery, Streams for replay, EXPIRE for retention; see the package doc."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        stream_ttl_seconds: int = 3600,
+        max_events_per_run: int = 1000,
+        connection_pool_size: int = 10,
+        *,
+        command_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if stream_ttl_seconds < 1:
+            raise ValueError(f"stream_ttl_seconds must be >= 1, not {stream_ttl_seconds}")
+        if max_events_per_run < 1:
+            raise ValueError(f"max_events_per_run must be >= 1, not {max_events_per_run}")
+        if connection_pool_size < 1:
+            raise ValueError(f"connection_pool_size must be >= 1, not {connection_pool_size}")
+        self.url = url
+        self.masked_url = mask_url(url)
+        self.stream_ttl_seconds = stream_ttl_seconds
+        self.max_events_per_run = max_events_per_run
+        self.connection_pool_size = connection_pool_size
+        self.command_timeout = command_timeout
+        try:
+            # Blocking: a burst of more concurrent commands than connections waits for one.
+            self._pool = BlockingConnectionPool.from_url(
+                url,
+                max_connections=connection_pool_size,
+                timeout=command_timeout,
+                socket_timeout=command_timeout,
+                socket_connect_timeout=connect_timeout,
+                retry=Retry(NoBackoff(), 0),  # a retried script could store an event twice
+            )
+        except (ValueError, RedisError) as exc:
+            raise BackendConnectionError(
+                f"invalid Redis URL {self.masked_url}: {scrub(str(exc), url)} (use redis://, "
+                "rediss:// or unix://, e.g. redis://:password@localhost:6379/0)",
+                backend="redis",
+            ) from None
+        # RESP2 everywhere: plain arrays for Pub/Sub, and servers older than 6 still work.
+        self._pool.connection_kwargs["protocol"] = 2
+        self._client = aioredis.Redis(connection_pool=self._pool)
+        self._append = self._client.register_script(APPEND_LUA)
+        # Stream reads keep Redis's flat field lists: decode_model reads them in place, and
+        # redis-py's per-entry dict would cost more than the rest of a replay's reading.
+        self._raw = aioredis.Redis(connection_pool=self._pool)
+        for command in ("XRANGE", "XREVRANGE"):
+            self._raw.set_response_callback(command, as_sent)
+        self._script_conn: AbstractConnection | None = None
+        self._script_conn_busy = False
+        self._hub = PubSubHub(self)
+        self._closed = False
+        self._state = "idle"
+        self._listeners: list[Callable[[str], None]] = []
+        self.skipped_entries = 0
+        self.skipped_messages = 0
+        self.entries_read = 0
+        self.fallback_reason: str | None = None
+
+    # -- state and settings -------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """``idle`` (no follower yet), ``live``, ``reconnecting`` or ``closed``."""
+        return self._state
+
+    def add_state_listener(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(state)`` on every change (on the backend's loop); returns a remover."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    def set_state(self, state: str) -> None:
+        if state == self._state or (self._closed and state != "closed"):
+            return
+        self._state = state
+        for listener in list(self._listeners):
+            try:
+                listener(state)
+            except Exception:  # a broken listener must not break delivery
+                log.exception("state listener failed")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "redis",
+            "url": self.masked_url,
+            "stream_ttl_seconds": self.stream_ttl_seconds,
+            "max_events_per_run": self.max_events_per_run,
+            "connection_pool_size": self.connection_pool_size,
+            "trim": "exact MAXLEN",
+            "state": self._state,
+            "skipped_entries": self.skipped_entries,
+            "skipped_messages": self.skipped_messages,
+        }
+
+    def new_connection(self) -> AbstractConnection:
+        """A connection outside the pool (for Pub/Sub), with the pool's settings."""
+        conn: AbstractConnection = self._pool.connection_class(**self._pool.connection_kwargs)
+        return conn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendClosedError("the Redis backend is closed", backend="redis")
+
+    def error_for(self, exc: BaseException, doing: str) -> BackendError:
+        """One readable message, password masked, for a failure while ``doing`` something."""
+        return describe_failure(exc, doing, url=self.url, masked_url=self.masked_url)
+
+    # -- decoding -------------------------------------------------------------------------------
+
+    def decode_entry(self, run_id: str, entry_id: Any, fields: Any) -> StreamRecord | None:
+        """A stream entry as an event, or None (skipped, counted and logged) if it is not one.
+
+        ``fields`` is the entry's field list as Redis sends it, or a dict of it."""
+        try:
+            data, seq, _ = entry_fields(fields)
+            return decode_record(run_id, data, field_int(seq))
+        except EventValidationError as exc:
+            self._skip_entry(run_id, entry_id, exc)
+            return None
+
+    def decode_model(self, run_id: str, entry_id: Any, fields: Any) -> BaseEvent | None:
+        """The model of a stream entry, or None (skipped as in ``decode_entry``).
+
+        Entries as our script and Dockrion write them are validated straight from their JSON
+        bytes with the class their ``type`` field names (no dict, no second pass); whatever
+        that cannot vouch for takes ``decode_entry``'s path, so both accept and reject alike.
+        """
+        try:
+            data, seq, kind = entry_fields(fields)
+        except EventValidationError as exc:
+            self._skip_entry(run_id, entry_id, exc)
+            return None
+        field_sequence = field_int(seq)
+        model = fast_model(run_id, data, field_sequence, kind)
+        if model is not None:
+            return model
+        record = self.decode_entry(run_id, entry_id, fields)
+        return None if record is None else record.model
+
+    def _skip_entry(self, run_id: str, entry_id: Any, exc: EventValidationError) -> None:
+        self.skipped_entries += 1
+        log_skip(
+            self.skipped_entries,
+            "skipped stream entry %r of run %s: not a valid event (%s); %d skipped so far",
+            entry_id,
+            run_id,
+            exc,
+            self.skipped_entries,
+        )
+
+    def decode_message_model(self, run_id: str, data: bytes) -> BaseEvent | None:
+        """``decode_message``'s model, validated straight from the JSON bytes when it can be
+        vouched for (as in ``decode_model``; the class is guessed from the text)."""
+        model = fast_model(run_id, data, 0, type_hint(data))
+        if model is not None:
+            return model
+        record = self.decode_message(run_id, data)
+        return None if record is None else record.model
+
+    def decode_message(self, run_id: str, data: bytes) -> StreamRecord | None:
+        try:
+            return decode_record(run_id, data, 0)
+        except EventValidationError as exc:
+            self.skipped_messages += 1
+            log_skip(
+                self.skipped_messages,
+                "skipped Pub/Sub message on run %s: not a valid event (%s); %d skipped so far",
+                run_id,
+                exc,
+                self.skipped_messages,
+            )
+            return None
+
+    # -- reading the stream ----------------------------------------------------------------------
+
+    async def _read_from(self, run_id: str, from_sequence: int) -> list[EventDict]:
+        """Stored events with ``sequence >= from_sequence``, ordered by sequence, as wire
+        dicts (each carrying its model). Raises redis-py errors."""
+        entries = await self._read_entries(run_id, from_sequence)
+        out: list[EventDict] = []
+        in_order = True
+        last = -1
+        decode = self.decode_entry
+        with gc_paused():
+            for entry_id, fields in entries:
+                record = decode(run_id, entry_id, fields)
+                if record is None:
+                    continue
+                seq = sequence_of(record)
+                if seq >= from_sequence:
+                    out.append(record)
+                    in_order = in_order and seq >= last
+                    last = seq
+        if not in_order:
+            out.sort(key=sequence_of)
+        return out
+
+    async def _read_models(self, run_id: str, from_sequence: int) -> list[BaseEvent]:
+        """``_read_from`` as models only: what our bus and followers use (no wire dicts)."""
+        entries = await self._read_entries(run_id, from_sequence)
+        out: list[BaseEvent] = []
+        in_order = True
+        last = -1
+        decode = self.decode_model
+        with gc_paused():
+            for entry_id, fields in entries:
+                model = decode(run_id, entry_id, fields)
+                if model is None:
+                    continue
+                seq = model.sequence
+                if seq >= from_sequence:
+                    out.append(model)
+                    in_order = in_order and seq >= last
+                    last = seq
+        if not in_order:
+            out.sort(key=model_sequence)
+        return out
+
+    async def _read_entries(self, run_id: str, from_sequence: int) -> list[Any]:
+        """The raw entries holding ``sequence >= from_sequence`` (and perhaps a few before).
+
+        From the start it reads the whole stream in chunks; otherwise it walks back from the
+        end and stops once it passes ``from_sequence``.
+        """
+        key = stream_key(run_id)
+        if from_sequence <= 1:
+            return await self._read_all(key)
+        return await self._read_tail(key, from_sequence)
+
+    async def _read_all(self, key: str) -> list[Any]:
+        entries: list[Any] = []
+        start: bytes | str = "-"
+        while True:
+            chunk: list[Any] = (
+                await self._raw.xrange(key, min=start, max="+", count=READ_CHUNK) or []
+            )
+            self.entries_read += len(chunk)
+            entries.extend(chunk)
+            if len(chunk) < READ_CHUNK:
+                return entries
+            start = b"(" + as_bytes(entry_id_of(chunk[-1]))
+
+    async def _read_tail(self, key: str, from_sequence: int) -> list[Any]:
+        entries: list[Any] = []
+        end: bytes | str = "+"
+        count = FIRST_TAIL_CHUNK
+        while True:
+            chunk: list[Any] = await self._raw.xrevrange(key, max=end, min="-", count=count) or []
+            self.entries_read += len(chunk)
+            entries.extend(chunk)
+            if len(chunk) < count:
+                break
+            low = entry_sequence(chunk[-1])
+            if 0 < low < from_sequence:
+                break
+            end = b"(" + as_bytes(entry_id_of(chunk[-1]))
+            # Sequences are dense for our writers: ask for about what is left, in one go.
+            wanted = low - from_sequence + 2 if low > 0 else READ_CHUNK
+            count = max(FIRST_TAIL_CHUNK, min(READ_CHUNK, wanted))
+        entries.reverse()
+        return entries
+
+    # -- Dockrion's protocol ----------------------------------------------------------------------
+
+    async def publish(self, channel: str, event: dict[str, Any]) -> None:
+        """PUBLISH only (store with ``store_event``), as Dockrion's backend does."""
+        self._check_open()
+        try:
+            await self._client.publish(f"events:{channel}", dumps(event))
+        except (RedisError, OSError) as exc:
+            raise self.error_for(exc, f"publishing to {channel!r}") from None
+
+    async def store_event(self, run_id: str, event: dict[str, Any]) -> None:
+        """XADD + EXPIRE in one round trip; the event keeps its sequence (even 0), as in
+        Dockrion, and the run's counter moves up to it. Failures raise (Dockrion logs them)."""
+        self._check_open()
+        await self._run_script(run_id, [event], publish=False, assign=False)
+
+    def subscribe(self, channel: str) -> AsyncIterator[dict[str, Any]]:
+        """Live events on ``channel`` from now on (Dockrion's semantics); survives reconnects:
+        what was published while the connection was down is read from the stream."""
+        self._check_open()
+        return self._live(run_id_of(channel))
+
+    async def get_events(self, run_id: str, from_sequence: int = 0) -> list[dict[str, Any]]:
+        self._check_open()
+        try:
+            return await self._read_from(run_id, from_sequence)
+        except (RedisError, OSError) as exc:
+            raise self.error_for(exc, f"reading run {run_id!r}") from None
+
+    async def clear_run(self, run_id: str) -> None:
+        self._check_open()
+        try:
+            await self._client.delete(stream_key(run_id), counter_key(run_id))
+        except (RedisError, OSError) as exc:
+            raise self.error_for(exc, f"clearing run {run_id!r}") from None
+
+    async def close(self) -> None:
+        """End every follower, close the Pub/Sub connection and the pool."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._hub.close()
+        with contextlib.suppress(Exception):
+            await self._client.aclose()
+        with contextlib.suppress(Exception):
+            await self._pool.disconnect()
+        if self._script_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._script_conn.disconnect()
+        self.set_state("closed")
+
+    # -- ours --------------------------------------------------------------------------------
+
+    async def append(self, run_id: str, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+        """Assign, store and publish in one round trip per ``BATCH_LIMIT`` events."""
+        self._check_open()
+        validate_run_id(run_id)
+        wire = [as_wire(e) for e in events]
+        for start in range(0, len(wire), BATCH_LIMIT):
+            await self._run_script(
+                run_id, wire[start : start + BATCH_LIMIT], publish=True, assign=True
+            )
+        return list(wire)
+
+    async def read(self, run_id: str, from_sequence: int = 0) -> list[StoredEvent]:
+        """Models only: the bus needs no wire dicts."""
+        self._check_open()
+        try:
+            return list(await self._read_models(run_id, from_sequence))
+        except (RedisError, OSError) as exc:
+            raise self.error_for(exc, f"reading run {run_id!r}") from None
+
+    async def _run_script(
+        self, run_id: str, events: Sequence[EventDict], *, publish: bool, assign: bool
+    ) -> None:
+        args: list[str | int] = [
+            self.max_events_per_run,
+            self.stream_ttl_seconds,
+            pubsub_channel(run_id) if publish else "",
+            "1" if assign else "0",
+        ]
+        for event in events:
+            seq = sequence_of(event)
+            if seq or not assign:
+                body = dumps(event)
+            else:
+                body = dumps({k: v for k, v in event.items() if k != "sequence"})
+            args += [body, seq, str(event.get("type") or "unknown")]
+        try:
+            seqs = await self._call_script([stream_key(run_id), counter_key(run_id)], args)
+        except (RedisError, OSError) as exc:
+            error = self.error_for(exc, f"publishing to run {run_id!r}")
+            if not isinstance(error, BackendConnectionError | BackendClosedError):
+                error = BackendPublishError(error.message, backend="redis")
+            raise error from None
+        if assign:
+            for event, seq in zip(events, seqs, strict=True):
+                event["sequence"] = int(seq)
+
+    async def _call_script(self, keys: list[str], args: list[str | int]) -> Any:
+        """EVALSHA on the backend's own connection while no other append uses it, else through
+        the pool. The pool's locking and bookkeeping cost about 25 µs a call, and every one
+        delays the event reaching its followers. The connection is checked before use as the
+        pool checks its own (left-over data or a server that hung up: reconnect), and redis-py
+        drops it on any error or cancellation mid-command, so no reply is ever misread."""
+        if self._script_conn_busy:
+            return await self._append(keys=keys, args=args)
+        self._script_conn_busy = True
+        try:
+            conn = self._script_conn
+            if conn is None:
+                conn = self._script_conn = self.new_connection()
+            await conn.connect()  # type: ignore[no-untyped-call]
+            try:
+                stale = await conn.can_read()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                stale = True
+            if stale:
+                await conn.disconnect()
+                await conn.connect()  # type: ignore[no-untyped-call]
+            command = pack("EVALSHA", self._append.sha, len(keys), *keys, *args)
+            # The PING (same packet, same round trip) queues our reply before the script
+            # PUBLISHes; Redis writes the most recently queued client first, so followers get
+            # the event before this reply and the publisher's next steps are not in their way.
+            await conn.send_packed_command(PING + command, check_health=False)
+            with contextlib.suppress(ResponseError):  # e.g. an ACL that denies PING
+                await conn.read_response()
+            try:
+                return await conn.read_response()
+            except NoScriptError:  # nothing ran: load it (after a restart or FLUSH) and go on
+                load = pack("SCRIPT", "LOAD", APPEND_LUA)
+                await conn.send_packed_command(load, check_health=False)
+                await conn.read_response()
+                await conn.send_packed_command(command, check_health=False)
+                return await conn.read_response()
+        finally:
+            self._script_conn_busy = False
+
+    def follow(
+        self, run_id: str, from_sequence: int = 1, *, live: bool = True
+    ) -> AsyncGenerator[BaseEvent, None]:
+        """Models, each sequence once and in order (see ``RunLogBackend.follow``)."""
+        self._check_open()
+        validate_run_id(run_id)
+        return self._follow(run_id, max(1, from_sequence), live)
+
+    # The bus hands this to its subscribers as it is: no layer of its own per event.
+    follow_models = follow
+
+    async def _follow(
+        self, run_id: str, from_sequence: int, live: bool
+    ) -> AsyncGenerator[BaseEvent, None]:
+        # Stored and live events come as models; only gap notices are dicts.
+        joiner = Joiner(run_id, from_sequence, lambda k: self._read_models(run_id, k))
+        if not live:
+            try:
+                async for event in joiner.fill():
+                    yield as_model(event) if isinstance(event, dict) else event
+            except (RedisError, OSError) as exc:
+                raise self.error_for(exc, f"reading run {run_id!r}") from None
+            return
+        sub = await self._hub.attach(run_id, models=True)
+        try:
+            async for event in self._fill(joiner):
+                yield as_model(event) if isinstance(event, dict) else event
+            async for event in self._drain(sub, joiner, settle=True):
+                yield as_model(event) if isinstance(event, dict) else event
+        finally:
+            self._hub.detach(sub)
+
+    async def _live(self, run_id: str) -> AsyncGenerator[EventDict, None]:
+        sub = await self._hub.attach(run_id)
+        try:
+            while True:  # until the first numbered event: it says where to resume from
+                item = await sub.get()
+                if item is Signal.CLOSED:
+                    return
+                if item is Signal.RESYNC:
+                    continue
+                if sequence_of(item):
+                    sub.items.appendleft(item)
+                    break
+                yield item if isinstance(item, dict) else as_wire(item)  # always a dict
+            joiner = Joiner(run_id, sequence_of(item), self._fetcher(run_id))
+            async for event in self._drain(sub, joiner, settle=False):
+                yield event if isinstance(event, dict) else as_wire(event)  # always a dict
+        finally:
+            self._hub.detach(sub)
+
+    def _fetcher(self, run_id: str) -> Callable[[int], Any]:
+        return lambda k: self._read_from(run_id, k)
+
+    async def _drain(
+        self, sub: LiveSub, joiner: Joiner, *, settle: bool
+    ) -> AsyncGenerator[StoredEvent, None]:
+        """Live events through the joiner. With ``settle``, a follower that hears nothing for
+        ``SETTLE_SECONDS`` after reading the stream reads it once more: a writer that
+        publishes before it stores (Dockrion does) may have stored, after our read, an event
+        it published before our subscription; nothing live would ever reveal it."""
+        unsettled = settle
+        while True:
+            if unsettled:
+                try:
+                    item = await asyncio.wait_for(sub.get(), SETTLE_SECONDS)
+                except TimeoutError:
+                    unsettled = False
+                    async for event in self._fill(joiner):
+                        yield event
+                    continue
+                unsettled = False  # a later live event makes the joiner fill any hole
+            else:
+                item = await sub.get()
+            if item is Signal.CLOSED:
+                return
+            if item is Signal.RESYNC:
+                async for event in self._fill(joiner):
+                    yield event
+                unsettled = settle
+                continue
+            seq = sequence_of(item)
+            if seq and seq == joiner.next_sequence and type_of(item) != "gap":
+                joiner.next_sequence = seq + 1  # the usual case, as joiner.accept would do
+                yield item
+                continue
+            try:
+                async for event in joiner.accept(item):
+                    yield event
+            except TRANSIENT:
+                # The event is stored (scripts store before they publish): read it back.
+                async for event in self._fill(joiner):
+                    yield event
+
+    async def _fill(self, joiner: Joiner) -> AsyncGenerator[StoredEvent, None]:
+        """Stored events from the joiner's next sequence, retrying while Redis is away."""
+        attempt = 0
+        while True:
+            try:
+                async for event in joiner.fill():
+                    yield event
+                if attempt and self._hub.connection is not None:
+                    self.set_state("live")
+                return
+            except TRANSIENT as exc:
+                if self._closed:
+                    return
+                self.set_state("reconnecting")
+                log.info(
+                    "reading run %s from %s failed (%s); retrying",
+                    joiner.run_id,
+                    self.masked_url,
+                    scrub(str(exc), self.url),
+                )
+                await asyncio.sleep(backoff_delay(attempt))
+                attempt += 1
+
+    async def list_runs(self, pattern: str | None = None) -> list[RunSummary]:
+        """Runs with a stream, found with SCAN (never KEYS); ``pattern`` globs the run id."""
+        self._check_open()
+        try:
+            keys: list[bytes] = []
+            seen: set[bytes] = set()
+            async for key in self._client.scan_iter(
+                match=f"{STREAM_PREFIX}{pattern or '*'}", count=1000, _type="STREAM"
+            ):
+                if key not in seen:
+                    seen.add(key)
+                    keys.append(key)
+            out: list[RunSummary] = []
+            for start in range(0, len(keys), 200):
+                part = keys[start : start + 200]
+                pipe = self._client.pipeline(transaction=False)
+                for key in part:
+                    pipe.xlen(key)
+                    pipe.xrange(key, count=1)
+                    pipe.xrevrange(key, count=1)
+                    pipe.ttl(key)
+                replies = await pipe.execute()
+                for i, key in enumerate(part):
+                    length, first, last, ttl = replies[4 * i : 4 * i + 4]
+                    if not length:
+                        continue
+                    out.append(self._summary(key, length, first, last, ttl))
+        except (RedisError, OSError) as exc:
+            raise self.error_for(exc, "listing runs") from None
+        out.sort(key=lambda s: s.run_id)
+        return out
+
+    def _summary(self, key: bytes, length: int, first: Any, last: Any, ttl: int) -> RunSummary:
+        run_id = key.decode("utf-8", "replace")[len(STREAM_PREFIX) :]
+
+        def peek(entries: Any) -> tuple[int | None, str | None, str | None]:
+            if not entries:
+                return None, None, None
+            fields = entries[0][1]
+            seq = field_int(fields.get(b"sequence"))
+            kind = fields.get(b"type")
+            timestamp = None
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                timestamp = json.loads(fields.get(b"data")).get("timestamp")
+            return (
+                seq,
+                kind.decode("utf-8", "replace") if isinstance(kind, bytes) else None,
+                timestamp if isinstance(timestamp, str) else None,
+            )
+
+        first_seq, _, first_ts = peek(first)
+        last_seq, last_type, last_ts = peek(last)
+        return RunSummary(
+            run_id=run_id,
+            event_count=int(length),
+            first_sequence=first_seq,
+            last_sequence=last_seq,
+            last_type=last_type,
+            first_timestamp=first_ts,
+            last_timestamp=last_ts,
+            ttl_seconds=int(ttl) if ttl is not None and int(ttl) >= 0 else None,
+        )
+
+    async def ping(self) -> None:
+        self._check_open()
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            raise self.error_for(exc, "connecting") from None
+
+    def subscriber_count(self, run_id: str) -> int:
+        """Local followers of ``run_id`` whose subscription the server has confirmed."""
+        channel = pubsub_channel(run_id).encode()
+        return len(self._hub.subscribers(channel))
+
+    @property
+    def pubsub_connects(self) -> int:
+        """How many times the shared Pub/Sub connection has been (re)established."""
+        return self._hub.connects

@@ -1,0 +1,71 @@
+"""Redis failures: which are transient (followers retry them, with backoff), and one readable
+message per failure, with the URL's password masked."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ...redaction import scrub
+from ..base import BackendConnectionError, BackendError, BackendPublishError
+
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 5.0
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    InvalidResponse,
+    OSError,
+    BackendConnectionError,
+)
+
+
+def backoff_delay(attempt: int) -> float:
+    """Exponential, capped at ``BACKOFF_CAP`` seconds, with jitter so followers spread out."""
+    return float(min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0))
+
+
+def describe_failure(exc: BaseException, doing: str, *, url: str, masked_url: str) -> BackendError:
+    """One readable message, password masked, for a failure while ``doing`` something."""
+    if isinstance(exc, BackendError):
+        return exc
+    where = masked_url
+    detail = scrub(str(exc) or type(exc).__name__, url).rstrip(".")
+    lowered = detail.lower()
+    if isinstance(exc, AuthenticationError) or lowered.startswith(("noauth", "wrongpass")):
+        return BackendConnectionError(
+            f"Redis at {where} rejected the credentials while {doing} ({detail}); "
+            "check the user and password in the URL",
+            backend="redis",
+        )
+    if isinstance(exc, InvalidResponse):
+        return BackendConnectionError(
+            f"the server at {where} does not answer like Redis while {doing} ({detail}); "
+            "check the host and port",
+            backend="redis",
+        )
+    if isinstance(exc, RedisTimeoutError | asyncio.TimeoutError | TimeoutError):
+        return BackendConnectionError(
+            f"Redis at {where} did not answer in time while {doing} ({detail})",
+            backend="redis",
+        )
+    if isinstance(exc, RedisConnectionError | OSError):
+        if "111" in detail or "refused" in lowered or "connect call failed" in lowered:
+            reason = "connection refused; is the server running and the URL right?"
+        elif "closed by server" in lowered:
+            reason = "the server closed the connection; is this a Redis port?"
+        else:
+            reason = detail
+        return BackendConnectionError(
+            f"cannot reach Redis at {where} while {doing}: {reason}", backend="redis"
+        )
+    if isinstance(exc, ResponseError):
+        return BackendPublishError(
+            f"Redis at {where} refused a command while {doing}: {detail}", backend="redis"
+        )
+    return BackendError(f"Redis at {where} failed while {doing}: {detail}", backend="redis")

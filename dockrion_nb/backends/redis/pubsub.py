@@ -1,0 +1,308 @@
+"""The backend's one shared Pub/Sub connection (``PubSubHub``) and each local follower's
+bounded queue on it (``LiveSub``): reconnects, re-subscribes and tells followers to resync."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ...events import BaseEvent
+from ...redaction import scrub
+from ..base import BackendClosedError, BackendSubscribeError
+from .decode import StreamRecord
+from .errors import TRANSIENT, backoff_delay
+from .keys import CHANNEL_PREFIX, pubsub_channel
+
+if TYPE_CHECKING:
+    from .backend import RedisBackend
+
+log = logging.getLogger("dockrion_nb.redis")
+
+QUEUE_LIMIT = 10_000  # a follower further behind re-reads from the stream instead
+HEALTH_INTERVAL = 15.0  # seconds of Pub/Sub silence before we PING the server
+
+
+class Signal(enum.Enum):
+    RESYNC = "resync"  # the live feed may have missed events: fill from the stream
+    CLOSED = "closed"
+
+
+Item = StreamRecord | BaseEvent | Signal
+
+
+class LiveSub:
+    """One local follower of a channel: a bounded queue; beyond it, the stream catches up."""
+
+    __slots__ = ("behind", "channel", "items", "models", "waiter")
+
+    def __init__(self, channel: bytes, models: bool = False) -> None:
+        self.channel = channel
+        self.models = models  # models only (our followers), else wire dicts (Dockrion's)
+        self.items: deque[Item] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.behind = False
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def offer(self, record: StreamRecord | BaseEvent) -> None:
+        if self.behind:
+            return
+        if len(self.items) >= QUEUE_LIMIT:
+            self.behind = True  # drop now, re-read from the stream once drained
+        else:
+            self.items.append(record)
+        self._wake()
+
+    def signal(self, signal: Signal) -> None:
+        self.items.append(signal)
+        self._wake()
+
+    async def get(self) -> Item:
+        while not self.items:
+            if self.behind:
+                self.behind = False  # live events queue again before the stream is read
+                return Signal.RESYNC
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.items.popleft()
+
+
+class PubSubHub:
+    """The backend's one Pub/Sub connection, shared by every local follower."""
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self._backend = backend
+        self._subs: dict[bytes, list[LiveSub]] = {}
+        self._confirmed: set[bytes] = set()
+        self._requested: set[bytes] = set()
+        self._resync_on_ack: set[bytes] = set()
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._conn: AbstractConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._answered = False
+        self._unsubscribing: set[asyncio.Task[None]] = set()
+        self.connects = 0
+
+    @property
+    def connection(self) -> AbstractConnection | None:
+        return self._conn
+
+    def subscribers(self, channel: bytes) -> list[LiveSub]:
+        return list(self._subs.get(channel, ())) if channel in self._confirmed else []
+
+    async def attach(self, run_id: str, *, models: bool = False) -> LiveSub:
+        """Subscribe (if this process has not yet) and wait for the server to confirm it."""
+        channel = pubsub_channel(run_id).encode()
+        sub = LiveSub(channel, models)
+        self._subs.setdefault(channel, []).append(sub)
+        if channel in self._confirmed:
+            return sub
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(channel, []).append(waiter)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="dockrion-nb redis pubsub")
+        elif self._conn is not None and channel not in self._requested:
+            self._requested.add(channel)
+            await self._send("SUBSCRIBE", channel)
+        try:
+            await asyncio.wait_for(waiter, self._backend.command_timeout)
+        except BaseException as exc:
+            self.detach(sub)
+            if isinstance(exc, asyncio.TimeoutError):
+                raise BackendSubscribeError(
+                    f"Redis at {self._backend.masked_url} did not confirm the subscription to "
+                    f"run {run_id!r} within {self._backend.command_timeout:g} s",
+                    backend="redis",
+                ) from None
+            raise
+        return sub
+
+    def detach(self, sub: LiveSub) -> None:
+        subs = self._subs.get(sub.channel)
+        if subs is None or sub not in subs:
+            return
+        subs.remove(sub)
+        if subs:
+            return
+        del self._subs[sub.channel]
+        self._confirmed.discard(sub.channel)
+        self._requested.discard(sub.channel)
+        if self._conn is not None and not self._closed:
+            with contextlib.suppress(RuntimeError):
+                task = asyncio.get_running_loop().create_task(self._unsubscribe(sub.channel))
+                self._unsubscribing.add(task)
+                task.add_done_callback(self._unsubscribing.discard)
+
+    async def _unsubscribe(self, channel: bytes) -> None:
+        # Checked when it runs, not when scheduled: a follower may have re-subscribed since,
+        # and an UNSUBSCRIBE written after its SUBSCRIBE would silently cut it off.
+        if channel not in self._subs and not self._closed:
+            await self._send("UNSUBSCRIBE", channel)
+
+    async def _send(self, *args: Any) -> None:
+        conn = self._conn
+        if conn is None or not conn.is_connected:
+            return  # the reader reconnects and subscribes to everything wanted
+        with contextlib.suppress(*TRANSIENT):
+            await conn.send_command(*args, check_health=False)
+
+    async def close(self) -> None:
+        self._closed = True
+        for subs in list(self._subs.values()):
+            for sub in subs:
+                sub.signal(Signal.CLOSED)
+        self._fail_waiters(BackendClosedError("the Redis backend is closed", backend="redis"))
+        # An UNSUBSCRIBE still in flight must not write to the connection closed below.
+        pending = list(self._unsubscribing)
+        for unsubscribing in pending:
+            unsubscribing.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.disconnect()
+            self._conn = None
+
+    def _fail_waiters(self, exc: BaseException) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for futures in waiters.values():
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(exc)
+
+    async def _run(self) -> None:
+        backend = self._backend
+        attempt = 0
+        try:
+            while not self._closed and self._subs:
+                conn = backend.new_connection()
+                try:
+                    await conn.connect()  # type: ignore[no-untyped-call]
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # Followers that are starting fail fast; running ones wait for us.
+                    self._fail_waiters(backend.error_for(exc, "subscribing"))
+                    with contextlib.suppress(Exception):
+                        await conn.disconnect()
+                    if not self._subs:
+                        break
+                    backend.set_state("reconnecting")
+                    await asyncio.sleep(backoff_delay(attempt))
+                    attempt += 1
+                    continue
+                self.connects += 1
+                self._conn = conn
+                self._answered = False
+                self._confirmed.clear()
+                channels = list(self._subs)
+                self._requested = set(channels)
+                if self.connects > 1:
+                    self._resync_on_ack = set(channels)
+                try:
+                    if channels:
+                        await conn.send_command("SUBSCRIBE", *channels, check_health=False)
+                    backend.set_state("live")
+                    await self._read(conn)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.info(
+                        "Redis Pub/Sub connection to %s lost (%s); reconnecting",
+                        backend.masked_url,
+                        scrub(str(exc), backend.url),
+                    )
+                finally:
+                    self._conn = None
+                    self._confirmed.clear()
+                    with contextlib.suppress(Exception):
+                        await conn.disconnect()
+                # A server that accepts and then drops us at once must not make us spin.
+                attempt = 0 if self._answered else attempt + 1
+                if not self._closed and self._subs:
+                    backend.set_state("reconnecting")
+                    await asyncio.sleep(backoff_delay(attempt))
+        finally:
+            if not self._closed:
+                backend.set_state("idle")
+
+    async def _read(self, conn: AbstractConnection) -> None:
+        ping_sent = False
+        while not self._closed:
+            try:
+                reply = await conn.read_response(timeout=HEALTH_INTERVAL)
+            except ResponseError as exc:  # e.g. an ACL that denies a channel: tell, go on
+                self._fail_waiters(
+                    BackendSubscribeError(
+                        f"Redis at {self._backend.masked_url} refused a subscription: "
+                        f"{scrub(str(exc), self._backend.url)}",
+                        backend="redis",
+                    )
+                )
+                continue
+            if reply is None:
+                if ping_sent:
+                    raise RedisTimeoutError("no answer to PING on the Pub/Sub connection")
+                await conn.send_command("PING", check_health=False)
+                ping_sent = True
+                continue
+            self._answered = True
+            ping_sent = False
+            if not isinstance(reply, list) or not reply:
+                continue
+            kind = reply[0]
+            if kind == b"message" and len(reply) == 3:
+                self._deliver(reply[1], reply[2])
+            elif kind == b"subscribe":
+                self._confirm(reply[1])
+            if not self._subs and not self._waiters:
+                return  # nobody follows anything: let the connection go
+
+    def _confirm(self, channel: bytes) -> None:
+        if channel not in self._subs:
+            return
+        self._confirmed.add(channel)
+        for fut in self._waiters.pop(channel, ()):
+            if not fut.done():
+                fut.set_result(None)
+        if channel in self._resync_on_ack:
+            self._resync_on_ack.discard(channel)
+            for sub in self._subs[channel]:
+                sub.signal(Signal.RESYNC)
+
+    def _deliver(self, channel: bytes, data: bytes) -> None:
+        subs = self._subs.get(channel)
+        if not subs:
+            return
+        run_id = channel.decode("utf-8", "replace")[len(CHANNEL_PREFIX) :]
+        if all(sub.models for sub in subs):  # our followers only: no wire dict needed
+            model = self._backend.decode_message_model(run_id, data)
+            if model is None:
+                return
+            for sub in subs:
+                sub.offer(model)
+            return
+        record = self._backend.decode_message(run_id, data)
+        if record is None:
+            return
+        for sub in subs:
+            sub.offer(record.model if sub.models and record.model is not None else record)
