@@ -31,12 +31,6 @@ from .events import BaseEvent, EventRecord, as_model, is_event, parse_event, val
 EventLike = BaseEvent | Mapping[str, Any]
 
 
-def to_model(data: StoredEvent) -> BaseEvent:
-    """The model of a stored event: memory hands models over as they are, records carry
-    theirs, and plain dicts (e.g. from Redis) are parsed."""
-    return as_model(data)
-
-
 class EventBus:
     """Publish, replay and follow the events of runs on one backend."""
 
@@ -77,7 +71,7 @@ class EventBus:
             validate_run_id(run_id)
             model = self._model(run_id, event)
             backend: RunLogBackend = self._backend  # type: ignore[assignment]
-            return to_model((await backend.append(run_id, (model,)))[0])
+            return as_model((await backend.append(run_id, (model,)))[0])
         return (await self.publish_many(run_id, (event,)))[0]
 
     async def publish_many(self, run_id: str, events: Iterable[EventLike]) -> list[BaseEvent]:
@@ -95,7 +89,7 @@ class EventBus:
         else:
             records = [EventRecord(m.to_dict(), m) for m in models]
             stored = await self._publish_foreign(run_id, records)
-        return [to_model(r) for r in stored]
+        return [as_model(r) for r in stored]
 
     @staticmethod
     def _model(run_id: str, event: EventLike) -> BaseEvent:
@@ -134,8 +128,8 @@ class EventBus:
         validate_run_id(run_id)
         if self._native:
             backend: RunLogBackend = self._backend  # type: ignore[assignment]
-            return [to_model(d) for d in await backend.read(run_id, from_sequence)]
-        return [to_model(d) for d in await self._backend.get_events(run_id, from_sequence)]
+            return [as_model(d) for d in await backend.read(run_id, from_sequence)]
+        return [as_model(d) for d in await self._backend.get_events(run_id, from_sequence)]
 
     def subscribe(
         self, run_id: str, from_sequence: int = 1, *, live: bool = True

@@ -8,7 +8,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
@@ -51,6 +51,8 @@ from .errors import TRANSIENT, backoff_delay, describe_failure
 from .keys import STREAM_PREFIX, counter_key, pubsub_channel, stream_key
 from .pubsub import LiveSub, PubSubHub, Signal
 from .script import APPEND_LUA, PING, dumps, pack
+
+T = TypeVar("T")
 
 log = logging.getLogger("dockrion_nb.redis")
 
@@ -248,44 +250,12 @@ class RedisBackend:
         """Stored events with ``sequence >= from_sequence``, ordered by sequence, as wire
         dicts (each carrying its model). Raises redis-py errors."""
         entries = await self._read_entries(run_id, from_sequence)
-        out: list[EventDict] = []
-        in_order = True
-        last = -1
-        decode = self.decode_entry
-        with gc_paused():
-            for entry_id, fields in entries:
-                record = decode(run_id, entry_id, fields)
-                if record is None:
-                    continue
-                seq = sequence_of(record)
-                if seq >= from_sequence:
-                    out.append(record)
-                    in_order = in_order and seq >= last
-                    last = seq
-        if not in_order:
-            out.sort(key=sequence_of)
-        return out
+        return _decoded_in_order(run_id, entries, from_sequence, self.decode_entry, sequence_of)
 
     async def _read_models(self, run_id: str, from_sequence: int) -> list[BaseEvent]:
         """``_read_from`` as models only: what our bus and followers use (no wire dicts)."""
         entries = await self._read_entries(run_id, from_sequence)
-        out: list[BaseEvent] = []
-        in_order = True
-        last = -1
-        decode = self.decode_model
-        with gc_paused():
-            for entry_id, fields in entries:
-                model = decode(run_id, entry_id, fields)
-                if model is None:
-                    continue
-                seq = model.sequence
-                if seq >= from_sequence:
-                    out.append(model)
-                    in_order = in_order and seq >= last
-                    last = seq
-        if not in_order:
-            out.sort(key=model_sequence)
-        return out
+        return _decoded_in_order(run_id, entries, from_sequence, self.decode_model, model_sequence)
 
     async def _read_entries(self, run_id: str, from_sequence: int) -> list[Any]:
         """The raw entries holding ``sequence >= from_sequence`` (and perhaps a few before).
@@ -665,3 +635,31 @@ class RedisBackend:
     def pubsub_connects(self) -> int:
         """How many times the shared Pub/Sub connection has been (re)established."""
         return self._hub.connects
+
+
+def _decoded_in_order(
+    run_id: str,
+    entries: list[Any],
+    from_sequence: int,
+    decode: Callable[[str, Any, Any], T | None],
+    sequence: Callable[[T], int],
+) -> list[T]:
+    """Decode raw entries (skipping invalid ones), keep ``sequence >= from_sequence`` and
+    return them ordered by sequence; the sort is skipped when the stream was already in order,
+    as it is for every writer that numbers events on the server."""
+    out: list[T] = []
+    in_order = True
+    last = -1
+    with gc_paused():
+        for entry_id, fields in entries:
+            item = decode(run_id, entry_id, fields)
+            if item is None:
+                continue
+            seq = sequence(item)
+            if seq >= from_sequence:
+                out.append(item)
+                in_order = in_order and seq >= last
+                last = seq
+    if not in_order:
+        out.sort(key=sequence)
+    return out
