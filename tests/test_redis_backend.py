@@ -29,7 +29,7 @@ from servers import PrivateServer, free_port, server_binary
 
 from dockrion_nb import EventBus
 from dockrion_nb.backends import BackendFallbackWarning, InMemoryBackend, build_backend
-from dockrion_nb.backends.base import BackendConnectionError
+from dockrion_nb.backends.base import BackendConnectionError, BackendSubscribeError
 from dockrion_nb.backends.redis import RedisBackend
 from dockrion_nb.events import CompleteEvent, StartedEvent, TokenEvent, parse_event
 
@@ -707,6 +707,90 @@ async def test_one_pubsub_connection_serves_many_followers(
     assert backend.pubsub_connects == 1
     raw.close()
     await bus.close()
+
+
+async def test_the_pubsub_connection_goes_when_the_last_follower_leaves(
+    private_redis: PrivateServer,
+) -> None:
+    backend = RedisBackend(private_redis.url)
+    bus = EventBus(backend)
+    raw = redis.Redis.from_url(private_redis.url)
+
+    async def follow_to(rid: str, last: int) -> list[int]:
+        got: list[int] = []
+        async for e in bus.subscribe(rid, 1):
+            got.append(e.sequence)
+            if e.sequence == last:
+                return got
+        return got
+
+    async def pubsub_clients(expected: int) -> None:
+        # A connection that unsubscribed is a normal client until it closes: count both.
+        def ours() -> list[dict[str, str]]:
+            return [
+                c
+                for c in raw.client_list()
+                if c["cmd"] in ("subscribe", "unsubscribe") or c.get("sub") not in (None, "0")
+            ]
+
+        deadline = time.monotonic() + 10
+        while len(ours()) != expected:
+            assert time.monotonic() < deadline, f"expected {expected} Pub/Sub connection(s)"
+            await asyncio.sleep(0.01)
+
+    try:
+        for round_, rid in enumerate(("idle-a", "idle-b"), start=1):
+            task = asyncio.create_task(follow_to(rid, 3))
+            await pubsub_clients(1)
+            await bus.publish_many(rid, tokens(rid, 3))
+            assert await asyncio.wait_for(task, 10) == [1, 2, 3]
+            await pubsub_clients(0)  # nobody follows anything: the connection is let go
+            assert backend.pubsub_connects == round_
+    finally:
+        raw.close()
+        await bus.close()
+
+
+async def test_an_acl_user_follows_the_runs_it_may_and_is_told_of_the_rest(
+    private_redis: PrivateServer,
+) -> None:
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.acl_setuser(
+        "viewer",
+        enabled=True,
+        passwords=["+viewer-pw"],
+        keys=["*"],
+        channels=["events:run:ok-*"],
+        commands=["+@all"],
+    )
+    url = f"redis://viewer:viewer-pw@127.0.0.1:{private_redis.port}/0"
+    bus = EventBus(RedisBackend(url, command_timeout=5.0))
+    try:
+        got: list[int] = []
+
+        async def follow() -> None:
+            async for e in bus.subscribe("ok-run", 1):
+                got.append(e.sequence)
+                if e.sequence == 2:
+                    return
+
+        task = asyncio.create_task(follow())
+        deadline = time.monotonic() + 10
+        while admin.execute_command("PUBSUB", "NUMSUB", "events:run:ok-run")[1] != 1:
+            assert time.monotonic() < deadline, "the permitted follower did not subscribe"
+            await asyncio.sleep(0.01)
+        await bus.publish_many("ok-run", tokens("ok-run", 2))
+        await asyncio.wait_for(task, 10)
+        assert got == [1, 2]
+
+        with pytest.raises(BackendSubscribeError) as info:
+            async for _ in bus.subscribe("secret-run", 1):
+                pass
+        assert "refused a subscription" in str(info.value)
+        assert "viewer-pw" not in str(info.value) and "redis://viewer:***@" in str(info.value)
+    finally:
+        admin.close()
+        await bus.close()
 
 
 # -- fallback -----------------------------------------------------------------------------------

@@ -540,7 +540,7 @@ class RedisBackend:
             try:
                 async for event in joiner.fill():
                     yield event
-                if attempt and self._hub.connection is not None:
+                if attempt and self._hub.live:
                     self.set_state("live")
                 return
             except TRANSIENT as exc:

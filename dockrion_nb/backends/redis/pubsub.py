@@ -1,5 +1,6 @@
-"""The backend's one shared Pub/Sub connection (``PubSubHub``) and each local follower's
-bounded queue on it (``LiveSub``): reconnects, re-subscribes and tells followers to resync."""
+"""The backend's one shared Pub/Sub connection (``PubSubHub``, read directly by
+``PubSubLink``) and each local follower's bounded queue on it (``LiveSub``): reconnects,
+re-subscribes and tells followers to resync."""
 
 from __future__ import annotations
 
@@ -8,18 +9,21 @@ import contextlib
 import enum
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import hiredis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...events import BaseEvent
 from ...redaction import scrub
 from ..base import BackendClosedError, BackendSubscribeError
 from .decode import StreamRecord
-from .errors import TRANSIENT, backoff_delay
+from .errors import backoff_delay
 from .keys import CHANNEL_PREFIX, pubsub_channel
+from .script import pack
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -80,6 +84,64 @@ class LiveSub:
         return self.items.popleft()
 
 
+class PubSubLink(asyncio.Protocol):
+    """The Pub/Sub socket, read directly once redis-py has connected it (TLS, AUTH and the
+    rest of the handshake are redis-py's): each chunk is parsed with hiredis and handed to the
+    hub in the same callback, so an event reaches its follower one event-loop step sooner than
+    through a reader task and redis-py's read layers (that step is most of the latency tail)."""
+
+    def __init__(self, on_reply: Callable[[Any], None]) -> None:
+        self._on_reply = on_reply
+        self._parser = hiredis.Reader()
+        self.transport: asyncio.BaseTransport | None = None
+        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self.heard = False  # any reply since the last health check
+
+    @classmethod
+    def take_over(cls, conn: AbstractConnection, on_reply: Callable[[Any], None]) -> PubSubLink:
+        writer = conn._writer
+        if writer is None:
+            raise RedisConnectionError("the Pub/Sub connection closed while it was set up")
+        link = cls(on_reply)
+        link.transport = writer.transport
+        link.transport.set_protocol(link)
+        return link
+
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def send(self, *args: str | bytes) -> None:
+        if self.open:
+            assert isinstance(self.transport, asyncio.WriteTransport)
+            self.transport.write(pack(*args))
+
+    def finish(self) -> None:
+        """Close on purpose (nobody follows anything, or the backend closes)."""
+        self._end(None)
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed(data)
+        try:
+            while (reply := self._parser.gets()) is not False:
+                self.heard = True
+                self._on_reply(reply)
+        except Exception as exc:  # a protocol error: drop the link, the hub reconnects
+            self._end(exc)
+
+    def eof_received(self) -> bool | None:
+        return None  # the server hung up: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc or RedisConnectionError("the server closed the Pub/Sub connection"))
+
+    def _end(self, exc: BaseException | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+
 class PubSubHub:
     """The backend's one Pub/Sub connection, shared by every local follower."""
 
@@ -90,16 +152,16 @@ class PubSubHub:
         self._requested: set[bytes] = set()
         self._resync_on_ack: set[bytes] = set()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._conn: AbstractConnection | None = None
+        self._link: PubSubLink | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._answered = False
-        self._unsubscribing: set[asyncio.Task[None]] = set()
         self.connects = 0
 
     @property
-    def connection(self) -> AbstractConnection | None:
-        return self._conn
+    def live(self) -> bool:
+        """Connected now (followers hear published events as they happen)."""
+        return self._link is not None and self._link.open
 
     def subscribers(self, channel: bytes) -> list[LiveSub]:
         return list(self._subs.get(channel, ())) if channel in self._confirmed else []
@@ -115,9 +177,9 @@ class PubSubHub:
         self._waiters.setdefault(channel, []).append(waiter)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="dockrion-nb redis pubsub")
-        elif self._conn is not None and channel not in self._requested:
+        elif self._link is not None and channel not in self._requested:
             self._requested.add(channel)
-            await self._send("SUBSCRIBE", channel)
+            self._link.send("SUBSCRIBE", channel)
         try:
             await asyncio.wait_for(waiter, self._backend.command_timeout)
         except BaseException as exc:
@@ -141,24 +203,9 @@ class PubSubHub:
         del self._subs[sub.channel]
         self._confirmed.discard(sub.channel)
         self._requested.discard(sub.channel)
-        if self._conn is not None and not self._closed:
-            with contextlib.suppress(RuntimeError):
-                task = asyncio.get_running_loop().create_task(self._unsubscribe(sub.channel))
-                self._unsubscribing.add(task)
-                task.add_done_callback(self._unsubscribing.discard)
-
-    async def _unsubscribe(self, channel: bytes) -> None:
-        # Checked when it runs, not when scheduled: a follower may have re-subscribed since,
-        # and an UNSUBSCRIBE written after its SUBSCRIBE would silently cut it off.
-        if channel not in self._subs and not self._closed:
-            await self._send("UNSUBSCRIBE", channel)
-
-    async def _send(self, *args: Any) -> None:
-        conn = self._conn
-        if conn is None or not conn.is_connected:
-            return  # the reader reconnects and subscribes to everything wanted
-        with contextlib.suppress(*TRANSIENT):
-            await conn.send_command(*args, check_health=False)
+        if self._link is not None and not self._closed:
+            # Written now, in order: a later SUBSCRIBE to the channel reaches the server after.
+            self._link.send("UNSUBSCRIBE", sub.channel)
 
     async def close(self) -> None:
         self._closed = True
@@ -166,21 +213,11 @@ class PubSubHub:
             for sub in subs:
                 sub.signal(Signal.CLOSED)
         self._fail_waiters(BackendClosedError("the Redis backend is closed", backend="redis"))
-        # An UNSUBSCRIBE still in flight must not write to the connection closed below.
-        pending = list(self._unsubscribing)
-        for unsubscribing in pending:
-            unsubscribing.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.disconnect()
-            self._conn = None
 
     def _fail_waiters(self, exc: BaseException) -> None:
         waiters, self._waiters = self._waiters, {}
@@ -197,13 +234,14 @@ class PubSubHub:
                 conn = backend.new_connection()
                 try:
                     await conn.connect()  # type: ignore[no-untyped-call]
+                    link = PubSubLink.take_over(conn, self._on_reply)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     # Followers that are starting fail fast; running ones wait for us.
                     self._fail_waiters(backend.error_for(exc, "subscribing"))
                     with contextlib.suppress(Exception):
-                        await conn.disconnect()
+                        await conn.disconnect(nowait=True)
                     if not self._subs:
                         break
                     backend.set_state("reconnecting")
@@ -211,7 +249,7 @@ class PubSubHub:
                     attempt += 1
                     continue
                 self.connects += 1
-                self._conn = conn
+                self._link = link
                 self._answered = False
                 self._confirmed.clear()
                 channels = list(self._subs)
@@ -220,22 +258,23 @@ class PubSubHub:
                     self._resync_on_ack = set(channels)
                 try:
                     if channels:
-                        await conn.send_command("SUBSCRIBE", *channels, check_health=False)
+                        link.send("SUBSCRIBE", *channels)
                     backend.set_state("live")
-                    await self._read(conn)
+                    await self._watch(link)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.info(
                         "Redis Pub/Sub connection to %s lost (%s); reconnecting",
                         backend.masked_url,
-                        scrub(str(exc), backend.url),
+                        scrub(str(exc) or type(exc).__name__, backend.url),
                     )
                 finally:
-                    self._conn = None
+                    self._link = None
                     self._confirmed.clear()
+                    link.finish()
                     with contextlib.suppress(Exception):
-                        await conn.disconnect()
+                        await conn.disconnect(nowait=True)
                 # A server that accepts and then drops us at once must not make us spin.
                 attempt = 0 if self._answered else attempt + 1
                 if not self._closed and self._subs:
@@ -245,37 +284,46 @@ class PubSubHub:
             if not self._closed:
                 backend.set_state("idle")
 
-    async def _read(self, conn: AbstractConnection) -> None:
+    async def _watch(self, link: PubSubLink) -> None:
+        """Until the link ends: returns when we ended it on purpose, raises when it was lost.
+        A link silent for ``HEALTH_INTERVAL`` is PINGed; silent for another, it is dropped."""
         ping_sent = False
-        while not self._closed:
+        while True:
             try:
-                reply = await conn.read_response(timeout=HEALTH_INTERVAL)
-            except ResponseError as exc:  # e.g. an ACL that denies a channel: tell, go on
-                self._fail_waiters(
-                    BackendSubscribeError(
-                        f"Redis at {self._backend.masked_url} refused a subscription: "
-                        f"{scrub(str(exc), self._backend.url)}",
-                        backend="redis",
-                    )
+                reason = await asyncio.wait_for(asyncio.shield(link.lost), HEALTH_INTERVAL)
+            except TimeoutError:
+                if link.heard:
+                    link.heard = ping_sent = False
+                elif ping_sent:
+                    raise RedisTimeoutError("no answer to PING on the Pub/Sub connection") from None
+                else:
+                    link.send("PING")
+                    ping_sent = True
+                continue
+            if reason is not None:
+                raise reason
+            return
+
+    def _on_reply(self, reply: Any) -> None:
+        """One reply from the server, in the socket's read callback."""
+        self._answered = True
+        if isinstance(reply, hiredis.ReplyError):  # e.g. an ACL that denies a channel
+            self._fail_waiters(
+                BackendSubscribeError(
+                    f"Redis at {self._backend.masked_url} refused a subscription: "
+                    f"{scrub(str(reply), self._backend.url)}",
+                    backend="redis",
                 )
-                continue
-            if reply is None:
-                if ping_sent:
-                    raise RedisTimeoutError("no answer to PING on the Pub/Sub connection")
-                await conn.send_command("PING", check_health=False)
-                ping_sent = True
-                continue
-            self._answered = True
-            ping_sent = False
-            if not isinstance(reply, list) or not reply:
-                continue
+            )
+            return
+        if isinstance(reply, list) and reply:
             kind = reply[0]
             if kind == b"message" and len(reply) == 3:
                 self._deliver(reply[1], reply[2])
             elif kind == b"subscribe":
                 self._confirm(reply[1])
-            if not self._subs and not self._waiters:
-                return  # nobody follows anything: let the connection go
+        if not self._subs and not self._waiters and self._link is not None:
+            self._link.finish()  # nobody follows anything: let the connection go
 
     def _confirm(self, channel: bytes) -> None:
         if channel not in self._subs:
