@@ -38,7 +38,7 @@ async def test_each_subscriber_has_its_own_queue() -> None:
     backend = InMemoryBackend()
     subs = [backend.subscribe("run:r") for _ in range(3)]
     assert backend.subscriber_count("r") == 3
-    queues = {id(s.queue) for s in backend._subscribers["r"]}
+    queues = {id(s.items) for s in backend._subscribers["r"]}
     assert len(queues) == 3
     for s in subs:
         await s.aclose()  # type: ignore[attr-defined]
