@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -225,6 +226,68 @@ async def test_one_round_trip_per_publish_and_per_batch(
     assert await _commands_seen(private_redis.url, one) == ["PING", "EVALSHA"]
     assert await _commands_seen(private_redis.url, batch) == ["PING", "EVALSHA"]
     assert len(await bus.get_events(run_id)) == 202
+    await bus.close()
+
+
+async def test_concurrent_publishers_on_one_connection_each_get_their_own_reply(
+    backend: RedisBackend, run_id: str
+) -> None:
+    # Every call pipelines on the one command connection; the replies come back in order and
+    # each caller must get its own (its sequence is where its content was stored).
+    bus = EventBus(backend)
+    singles = [
+        bus.publish(run_id, TokenEvent(run_id=run_id, content=f"one-{i}")) for i in range(150)
+    ]
+    batches = [
+        bus.publish_many(
+            run_id, [TokenEvent(run_id=run_id, content=f"batch-{b}-{i}") for i in range(10)]
+        )
+        for b in range(15)
+    ]
+    results = await asyncio.gather(*singles, *batches)
+    returned = [e for r in results for e in (r if isinstance(r, list) else [r])]
+    stored = {e.sequence: e.content for e in await bus.get_events(run_id)}  # type: ignore[attr-defined]
+    assert sorted(stored) == list(range(1, 301))
+    assert sorted(e.sequence for e in returned) == list(range(1, 301))
+    assert all(stored[e.sequence] == e.content for e in returned)  # type: ignore[attr-defined]
+    for r in results:  # a batch's events are stored consecutively, in its order
+        if isinstance(r, list):
+            assert [e.sequence for e in r] == list(range(r[0].sequence, r[0].sequence + 10))
+
+
+async def test_a_flushed_script_is_loaded_again(private_redis: PrivateServer, run_id: str) -> None:
+    bus = EventBus(RedisBackend(private_redis.url))
+    await bus.publish(run_id, TokenEvent(run_id=run_id, content="before"))
+    admin = redis.Redis.from_url(private_redis.url)
+    try:
+        admin.script_flush()
+        again = await bus.publish(run_id, TokenEvent(run_id=run_id, content="after"))
+        assert again.sequence == 2
+        assert [e.sequence for e in await bus.get_events(run_id)] == [1, 2]
+    finally:
+        admin.close()
+        await bus.close()
+
+
+async def test_a_publish_to_a_frozen_server_times_out_and_the_next_one_reconnects(
+    private_redis: PrivateServer, run_id: str
+) -> None:
+    bus = EventBus(RedisBackend(private_redis.url, command_timeout=0.5))
+    await bus.publish(run_id, TokenEvent(run_id=run_id, content="first"))
+    assert private_redis.proc is not None
+    private_redis.proc.send_signal(signal.SIGSTOP)  # alive but silent
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendConnectionError, match="did not answer in time"):
+            await bus.publish(run_id, TokenEvent(run_id=run_id, content="unanswered"))
+        assert time.monotonic() - started < 5
+    finally:
+        private_redis.proc.send_signal(signal.SIGCONT)
+    last = await bus.publish(run_id, TokenEvent(run_id=run_id, content="last"))
+    stored = await bus.get_events(run_id)
+    # The unanswered script may have run once the server woke; nothing ran twice.
+    assert [e.sequence for e in stored] == list(range(1, len(stored) + 1))
+    assert stored[-1].sequence == last.sequence and stored[-1].content == "last"  # type: ignore[attr-defined]
     await bus.close()
 
 

@@ -35,8 +35,13 @@ What we do beyond the reference, and why:
   masked; nothing is dropped silently. Stream entries or messages that are not valid events are
   skipped, counted (``skipped_entries``/``skipped_messages``) and logged.
 
-Connections: commands share one blocking pool of ``connection_pool_size`` (a burst waits for a
-free connection instead of failing); the Pub/Sub connection is one more, outside the pool.
+Connections: reads and other commands share one blocking pool of ``connection_pool_size`` (a
+burst waits for a free connection instead of failing). Two more live outside the pool: the
+append script's command connection (concurrent appends pipeline on it) and the Pub/Sub
+connection. redis-py sets both up (TLS, AUTH, database); then we read their sockets ourselves
+(``link``), parsing with hiredis in the read callback, because redis-py's stream layers (a task
+per command write under a socket timeout, a reader task per reply) cost event-loop steps
+between a publish and its followers.
 Everything speaks RESP2. redis-py's own command retries are off: a retried script whose first
 reply was lost would store its events twice; stale pooled connections are still replaced
 before use, and followers retry by themselves.

@@ -14,8 +14,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...events import BaseEvent, EventValidationError, as_model, as_wire, validate_run_id
@@ -49,8 +48,9 @@ from .decode import (
 )
 from .errors import TRANSIENT, backoff_delay, describe_failure
 from .keys import STREAM_PREFIX, counter_key, pubsub_channel, stream_key
+from .link import CommandLink
 from .pubsub import LiveSub, PubSubHub, Signal
-from .script import APPEND_LUA, PING, dumps, pack
+from .script import APPEND_LUA, APPEND_SHA, PING, dumps, pack
 
 T = TypeVar("T")
 
@@ -108,14 +108,14 @@ class RedisBackend:
         # RESP2 everywhere: plain arrays for Pub/Sub, and servers older than 6 still work.
         self._pool.connection_kwargs["protocol"] = 2
         self._client = aioredis.Redis(connection_pool=self._pool)
-        self._append = self._client.register_script(APPEND_LUA)
         # Stream reads keep Redis's flat field lists: decode_model reads them in place, and
         # redis-py's per-entry dict would cost more than the rest of a replay's reading.
         self._raw = aioredis.Redis(connection_pool=self._pool)
         for command in ("XRANGE", "XREVRANGE"):
             self._raw.set_response_callback(command, as_sent)
-        self._script_conn: AbstractConnection | None = None
-        self._script_conn_busy = False
+        self._script_conn: AbstractConnection | None = None  # redis-py's, for the handshake
+        self._script_link: CommandLink | None = None
+        self._script_connecting = asyncio.Lock()
         self._hub = PubSubHub(self)
         self._closed = False
         self._state = "idle"
@@ -347,9 +347,11 @@ class RedisBackend:
             await self._client.aclose()
         with contextlib.suppress(Exception):
             await self._pool.disconnect()
+        if self._script_link is not None:
+            self._script_link.finish()
         if self._script_conn is not None:
             with contextlib.suppress(Exception):
-                await self._script_conn.disconnect()
+                await self._script_conn.disconnect(nowait=True)
         self.set_state("closed")
 
     # -- ours --------------------------------------------------------------------------------
@@ -401,43 +403,51 @@ class RedisBackend:
                 event["sequence"] = int(seq)
 
     async def _call_script(self, keys: list[str], args: list[str | int]) -> Any:
-        """EVALSHA on the backend's own connection while no other append uses it, else through
-        the pool. The pool's locking and bookkeeping cost about 25 µs a call, and every one
-        delays the event reaching its followers. The connection is checked before use as the
-        pool checks its own (left-over data or a server that hung up: reconnect), and redis-py
-        drops it on any error or cancellation mid-command, so no reply is ever misread."""
-        if self._script_conn_busy:
-            return await self._append(keys=keys, args=args)
-        self._script_conn_busy = True
+        """EVALSHA on the backend's command link (see ``link``): concurrent calls pipeline on
+        it, each awaiting its own reply, with no pool locking and no task per command."""
+        command = pack("EVALSHA", APPEND_SHA, len(keys), *keys, *args)
+        link = await self._command_link()
         try:
-            conn = self._script_conn
-            if conn is None:
-                conn = self._script_conn = self.new_connection()
-            await conn.connect()  # type: ignore[no-untyped-call]
+            async with asyncio.timeout(self.command_timeout):
+                try:
+                    # The PING (same packet, same round trip) queues our reply before the
+                    # script PUBLISHes; Redis writes the most recently queued client first, so
+                    # followers get the event before this reply and the publisher's next steps
+                    # are not in their way.
+                    return await link.call(PING + command, skip=1)
+                except ResponseError as exc:
+                    if not str(exc).startswith("NOSCRIPT"):
+                        raise
+                    # Nothing ran: load it (after a restart or FLUSH) and go on.
+                    await link.call(pack("SCRIPT", "LOAD", APPEND_LUA))
+                    return await link.call(command)
+        except TimeoutError:
+            link.finish()  # the server may be stuck: the next call starts afresh
+            raise RedisTimeoutError(
+                f"no reply within {self.command_timeout:g} s (command timeout)"
+            ) from None
+
+    async def _command_link(self) -> CommandLink:
+        """The open command link, connecting one (through redis-py) when there is none."""
+        link = self._script_link
+        if link is not None and link.open:
+            return link
+        async with self._script_connecting:
+            if self._script_link is not None and self._script_link.open:
+                return self._script_link
+            self._check_open()
+            conn = self.new_connection()
             try:
-                stale = await conn.can_read()
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                stale = True
-            if stale:
-                await conn.disconnect()
                 await conn.connect()  # type: ignore[no-untyped-call]
-            command = pack("EVALSHA", self._append.sha, len(keys), *keys, *args)
-            # The PING (same packet, same round trip) queues our reply before the script
-            # PUBLISHes; Redis writes the most recently queued client first, so followers get
-            # the event before this reply and the publisher's next steps are not in their way.
-            await conn.send_packed_command(PING + command, check_health=False)
-            with contextlib.suppress(ResponseError):  # e.g. an ACL that denies PING
-                await conn.read_response()
-            try:
-                return await conn.read_response()
-            except NoScriptError:  # nothing ran: load it (after a restart or FLUSH) and go on
-                load = pack("SCRIPT", "LOAD", APPEND_LUA)
-                await conn.send_packed_command(load, check_health=False)
-                await conn.read_response()
-                await conn.send_packed_command(command, check_health=False)
-                return await conn.read_response()
-        finally:
-            self._script_conn_busy = False
+                link = CommandLink()
+                link.take_over(conn)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
+                raise
+            self._script_conn = conn
+            self._script_link = link
+            return link
 
     def follow(
         self, run_id: str, from_sequence: int = 1, *, live: bool = True

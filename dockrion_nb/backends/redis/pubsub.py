@@ -1,5 +1,5 @@
-"""The backend's one shared Pub/Sub connection (``PubSubHub``, read directly by
-``PubSubLink``) and each local follower's bounded queue on it (``LiveSub``): reconnects,
+"""The backend's one shared Pub/Sub connection (``PubSubHub``, read directly through a
+``Link``) and each local follower's bounded queue on it (``LiveSub``): reconnects,
 re-subscribes and tells followers to resync."""
 
 from __future__ import annotations
@@ -9,12 +9,9 @@ import contextlib
 import enum
 import logging
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import hiredis
-from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...events import BaseEvent
@@ -23,7 +20,7 @@ from ..base import BackendClosedError, BackendSubscribeError
 from .decode import StreamRecord
 from .errors import backoff_delay
 from .keys import CHANNEL_PREFIX, pubsub_channel
-from .script import pack
+from .link import Link
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -84,64 +81,6 @@ class LiveSub:
         return self.items.popleft()
 
 
-class PubSubLink(asyncio.Protocol):
-    """The Pub/Sub socket, read directly once redis-py has connected it (TLS, AUTH and the
-    rest of the handshake are redis-py's): each chunk is parsed with hiredis and handed to the
-    hub in the same callback, so an event reaches its follower one event-loop step sooner than
-    through a reader task and redis-py's read layers (that step is most of the latency tail)."""
-
-    def __init__(self, on_reply: Callable[[Any], None]) -> None:
-        self._on_reply = on_reply
-        self._parser = hiredis.Reader()
-        self.transport: asyncio.BaseTransport | None = None
-        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-        self.heard = False  # any reply since the last health check
-
-    @classmethod
-    def take_over(cls, conn: AbstractConnection, on_reply: Callable[[Any], None]) -> PubSubLink:
-        writer = conn._writer
-        if writer is None:
-            raise RedisConnectionError("the Pub/Sub connection closed while it was set up")
-        link = cls(on_reply)
-        link.transport = writer.transport
-        link.transport.set_protocol(link)
-        return link
-
-    @property
-    def open(self) -> bool:
-        return self.transport is not None and not self.transport.is_closing()
-
-    def send(self, *args: str | bytes) -> None:
-        if self.open:
-            assert isinstance(self.transport, asyncio.WriteTransport)
-            self.transport.write(pack(*args))
-
-    def finish(self) -> None:
-        """Close on purpose (nobody follows anything, or the backend closes)."""
-        self._end(None)
-
-    def data_received(self, data: bytes) -> None:
-        self._parser.feed(data)
-        try:
-            while (reply := self._parser.gets()) is not False:
-                self.heard = True
-                self._on_reply(reply)
-        except Exception as exc:  # a protocol error: drop the link, the hub reconnects
-            self._end(exc)
-
-    def eof_received(self) -> bool | None:
-        return None  # the server hung up: close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._end(exc or RedisConnectionError("the server closed the Pub/Sub connection"))
-
-    def _end(self, exc: BaseException | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(exc)
-        if self.transport is not None:
-            self.transport.close()
-
-
 class PubSubHub:
     """The backend's one Pub/Sub connection, shared by every local follower."""
 
@@ -152,7 +91,7 @@ class PubSubHub:
         self._requested: set[bytes] = set()
         self._resync_on_ack: set[bytes] = set()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._link: PubSubLink | None = None
+        self._link: Link | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._answered = False
@@ -234,7 +173,8 @@ class PubSubHub:
                 conn = backend.new_connection()
                 try:
                     await conn.connect()  # type: ignore[no-untyped-call]
-                    link = PubSubLink.take_over(conn, self._on_reply)
+                    link = Link(self._on_reply)
+                    link.take_over(conn)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -284,7 +224,7 @@ class PubSubHub:
             if not self._closed:
                 backend.set_state("idle")
 
-    async def _watch(self, link: PubSubLink) -> None:
+    async def _watch(self, link: Link) -> None:
         """Until the link ends: returns when we ended it on purpose, raises when it was lost.
         A link silent for ``HEALTH_INTERVAL`` is PINGed; silent for another, it is dropped."""
         ping_sent = False

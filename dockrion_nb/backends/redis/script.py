@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -44,6 +45,7 @@ redis.call('EXPIRE', stream, ttl)
 if counter > 0 then redis.call('SET', counter_key, string.format('%d', counter), 'EX', ttl) end
 return out
 """
+APPEND_SHA = hashlib.sha1(APPEND_LUA.encode()).hexdigest()  # what EVALSHA names it by
 
 
 # One encoder for every call: ``json.dumps`` with options builds a new one each time.
