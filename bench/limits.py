@@ -68,10 +68,11 @@ def explain(row: Row, costs: dict[str, float]) -> str:
             "Dockrion PUBLISHes first (the first of its three round trips) and stores after, so "
             "its subscriber hears an event one plain PUBLISH round trip after the call starts, "
             "before the event is stored. Ours sends one server-side script that numbers, stores "
-            "(XADD, EXPIRE, counter) and publishes (about 24 µs on the server against about "
-            "1 µs for a plain PUBLISH), and the message then passes from the shared Pub/Sub "
-            "reader (redis-py's read layers) to the follower's task. The publish-call times "
-            "below show the round trips; the profile is mostly the pacing sleeps."
+            "(XADD, EXPIRE, counter) and publishes (about 28 µs on the server against about "
+            "1 µs for a plain PUBLISH); both our connections are read in the socket's callback "
+            "(no redis-py reader task), so what remains is that script time and one event-loop "
+            "step to the follower's task. The publish-call times below show the round trips; "
+            "the profile is mostly the pacing sleeps."
         )
     if key in ("4d",) and row.dockrion:
         return (
