@@ -12,7 +12,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeGuard
 
 from pydantic import (
@@ -77,6 +77,9 @@ def new_event_id() -> str:
     return f"evt-{uuid.uuid4().hex[:12]}"
 
 
+_NO_OFFSET = timedelta(0)
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -100,7 +103,10 @@ class BaseEvent(BaseModel):
     @field_validator("timestamp")
     @classmethod
     def _as_utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
+        offset = value.utcoffset()
+        if offset == _NO_OFFSET:  # already UTC (as every stored event is): no new object
+            return value
+        if offset is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 

@@ -8,7 +8,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
@@ -32,17 +32,13 @@ from ..base import (
 from ..gapless import Joiner, sequence_of
 from .decode import (
     StreamRecord,
-    as_bytes,
     as_sent,
     decode_record,
     entry_fields,
-    entry_id_of,
-    entry_sequence,
     fast_model,
     field_int,
     gc_paused,
     log_skip,
-    model_sequence,
     type_hint,
     type_of,
 )
@@ -50,15 +46,12 @@ from .errors import TRANSIENT, backoff_delay, describe_failure
 from .keys import STREAM_PREFIX, counter_key, pubsub_channel, stream_key
 from .link import CommandLink
 from .pubsub import LiveSub, PubSubHub, Signal
+from .reads import decoded_in_order, models_in_order, read_all, read_tail
 from .script import APPEND_LUA, APPEND_SHA, PING, dumps, pack
-
-T = TypeVar("T")
 
 log = logging.getLogger("dockrion_nb.redis")
 
 BATCH_LIMIT = 1000  # events per script call; a larger append takes one round trip per 1000
-READ_CHUNK = 1000  # stream entries per XRANGE/XREVRANGE call
-FIRST_TAIL_CHUNK = 16
 SETTLE_SECONDS = 0.5  # see RedisBackend._drain
 
 
@@ -249,56 +242,29 @@ class RedisBackend:
     async def _read_from(self, run_id: str, from_sequence: int) -> list[EventDict]:
         """Stored events with ``sequence >= from_sequence``, ordered by sequence, as wire
         dicts (each carrying its model). Raises redis-py errors."""
-        entries = await self._read_entries(run_id, from_sequence)
-        return _decoded_in_order(run_id, entries, from_sequence, self.decode_entry, sequence_of)
+        with gc_paused():
+            entries = await self._read_entries(run_id, from_sequence)
+            out = decoded_in_order(run_id, entries, from_sequence, self.decode_entry, sequence_of)
+            del entries  # freed now: the collector, back on, then has only the events to scan
+        return out
 
     async def _read_models(self, run_id: str, from_sequence: int) -> list[BaseEvent]:
         """``_read_from`` as models only: what our bus and followers use (no wire dicts)."""
-        entries = await self._read_entries(run_id, from_sequence)
-        return _decoded_in_order(run_id, entries, from_sequence, self.decode_model, model_sequence)
+        with gc_paused():
+            entries = await self._read_entries(run_id, from_sequence)
+            out = models_in_order(run_id, entries, from_sequence, self.decode_model)
+            del entries
+        return out
 
     async def _read_entries(self, run_id: str, from_sequence: int) -> list[Any]:
-        """The raw entries holding ``sequence >= from_sequence`` (and perhaps a few before).
-
-        From the start it reads the whole stream in chunks; otherwise it walks back from the
-        end and stops once it passes ``from_sequence``.
-        """
+        """The raw entries holding ``sequence >= from_sequence`` (and perhaps a few before):
+        the whole stream when reading from the start, else its tail (see ``reads``)."""
         key = stream_key(run_id)
         if from_sequence <= 1:
-            return await self._read_all(key)
-        return await self._read_tail(key, from_sequence)
-
-    async def _read_all(self, key: str) -> list[Any]:
-        entries: list[Any] = []
-        start: bytes | str = "-"
-        while True:
-            chunk: list[Any] = (
-                await self._raw.xrange(key, min=start, max="+", count=READ_CHUNK) or []
-            )
-            self.entries_read += len(chunk)
-            entries.extend(chunk)
-            if len(chunk) < READ_CHUNK:
-                return entries
-            start = b"(" + as_bytes(entry_id_of(chunk[-1]))
-
-    async def _read_tail(self, key: str, from_sequence: int) -> list[Any]:
-        entries: list[Any] = []
-        end: bytes | str = "+"
-        count = FIRST_TAIL_CHUNK
-        while True:
-            chunk: list[Any] = await self._raw.xrevrange(key, max=end, min="-", count=count) or []
-            self.entries_read += len(chunk)
-            entries.extend(chunk)
-            if len(chunk) < count:
-                break
-            low = entry_sequence(chunk[-1])
-            if 0 < low < from_sequence:
-                break
-            end = b"(" + as_bytes(entry_id_of(chunk[-1]))
-            # Sequences are dense for our writers: ask for about what is left, in one go.
-            wanted = low - from_sequence + 2 if low > 0 else READ_CHUNK
-            count = max(FIRST_TAIL_CHUNK, min(READ_CHUNK, wanted))
-        entries.reverse()
+            entries = await read_all(self._raw, key)
+        else:
+            entries = await read_tail(self._raw, key, from_sequence)
+        self.entries_read += len(entries)
         return entries
 
     # -- Dockrion's protocol ----------------------------------------------------------------------
@@ -645,31 +611,3 @@ class RedisBackend:
     def pubsub_connects(self) -> int:
         """How many times the shared Pub/Sub connection has been (re)established."""
         return self._hub.connects
-
-
-def _decoded_in_order(
-    run_id: str,
-    entries: list[Any],
-    from_sequence: int,
-    decode: Callable[[str, Any, Any], T | None],
-    sequence: Callable[[T], int],
-) -> list[T]:
-    """Decode raw entries (skipping invalid ones), keep ``sequence >= from_sequence`` and
-    return them ordered by sequence; the sort is skipped when the stream was already in order,
-    as it is for every writer that numbers events on the server."""
-    out: list[T] = []
-    in_order = True
-    last = -1
-    with gc_paused():
-        for entry_id, fields in entries:
-            item = decode(run_id, entry_id, fields)
-            if item is None:
-                continue
-            seq = sequence(item)
-            if seq >= from_sequence:
-                out.append(item)
-                in_order = in_order and seq >= last
-                last = seq
-    if not in_order:
-        out.sort(key=sequence)
-    return out

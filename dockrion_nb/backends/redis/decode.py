@@ -31,8 +31,10 @@ StreamRecord = EventRecord
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
-    """Decoding a long stream allocates one model per entry, which sets off full collector
-    passes (about a third of a 100,000-event replay); they wait until the batch is done."""
+    """Reading and decoding a long stream allocates a list per entry and then a model, which
+    sets off full collector passes (about a third of a 100,000-event replay); they wait until
+    the replay is done. Other tasks that run meanwhile (the read awaits the server) only find
+    the collector paused for that long, and it is switched back on only if it was on."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
