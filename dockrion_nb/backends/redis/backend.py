@@ -14,8 +14,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from ...events import BaseEvent, EventValidationError, as_model, as_wire, validate_run_id
 from ...redaction import mask_url, scrub
@@ -23,13 +22,13 @@ from ..base import (
     BackendClosedError,
     BackendConnectionError,
     BackendError,
-    BackendPublishError,
     EventDict,
     RunSummary,
     StoredEvent,
     run_id_of,
 )
 from ..gapless import Joiner, sequence_of
+from .appender import Appender
 from .decode import (
     StreamRecord,
     as_sent,
@@ -44,10 +43,9 @@ from .decode import (
 )
 from .errors import TRANSIENT, backoff_delay, describe_failure
 from .keys import STREAM_PREFIX, counter_key, pubsub_channel, stream_key
-from .link import CommandLink
 from .pubsub import LiveSub, PubSubHub, Signal
 from .reads import decoded_in_order, models_in_order, read_all, read_tail
-from .script import APPEND_LUA, APPEND_SHA, PING, dumps, pack
+from .script import dumps
 
 log = logging.getLogger("dockrion_nb.redis")
 
@@ -106,9 +104,7 @@ class RedisBackend:
         self._raw = aioredis.Redis(connection_pool=self._pool)
         for command in ("XRANGE", "XREVRANGE"):
             self._raw.set_response_callback(command, as_sent)
-        self._script_conn: AbstractConnection | None = None  # redis-py's, for the handshake
-        self._script_link: CommandLink | None = None
-        self._script_connecting = asyncio.Lock()
+        self._appender = Appender(self)
         self._hub = PubSubHub(self)
         self._closed = False
         self._state = "idle"
@@ -163,7 +159,7 @@ class RedisBackend:
         conn: AbstractConnection = self._pool.connection_class(**self._pool.connection_kwargs)
         return conn
 
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
         if self._closed:
             raise BackendClosedError("the Redis backend is closed", backend="redis")
 
@@ -244,7 +240,9 @@ class RedisBackend:
         dicts (each carrying its model). Raises redis-py errors."""
         with gc_paused():
             entries = await self._read_entries(run_id, from_sequence)
-            out = decoded_in_order(run_id, entries, from_sequence, self.decode_entry, sequence_of)
+            out: list[EventDict] = decoded_in_order(
+                run_id, entries, from_sequence, self.decode_entry, sequence_of
+            )
             del entries  # freed now: the collector, back on, then has only the events to scan
         return out
 
@@ -271,7 +269,7 @@ class RedisBackend:
 
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
         """PUBLISH only (store with ``store_event``), as Dockrion's backend does."""
-        self._check_open()
+        self.check_open()
         try:
             await self._client.publish(f"events:{channel}", dumps(event))
         except (RedisError, OSError) as exc:
@@ -280,24 +278,24 @@ class RedisBackend:
     async def store_event(self, run_id: str, event: dict[str, Any]) -> None:
         """XADD + EXPIRE in one round trip; the event keeps its sequence (even 0), as in
         Dockrion, and the run's counter moves up to it. Failures raise (Dockrion logs them)."""
-        self._check_open()
-        await self._run_script(run_id, [event], publish=False, assign=False)
+        self.check_open()
+        await self._appender.append(run_id, [event], publish=False, assign=False)
 
     def subscribe(self, channel: str) -> AsyncIterator[dict[str, Any]]:
         """Live events on ``channel`` from now on (Dockrion's semantics); survives reconnects:
         what was published while the connection was down is read from the stream."""
-        self._check_open()
+        self.check_open()
         return self._live(run_id_of(channel))
 
     async def get_events(self, run_id: str, from_sequence: int = 0) -> list[dict[str, Any]]:
-        self._check_open()
+        self.check_open()
         try:
             return await self._read_from(run_id, from_sequence)
         except (RedisError, OSError) as exc:
             raise self.error_for(exc, f"reading run {run_id!r}") from None
 
     async def clear_run(self, run_id: str) -> None:
-        self._check_open()
+        self.check_open()
         try:
             await self._client.delete(stream_key(run_id), counter_key(run_id))
         except (RedisError, OSError) as exc:
@@ -313,113 +311,35 @@ class RedisBackend:
             await self._client.aclose()
         with contextlib.suppress(Exception):
             await self._pool.disconnect()
-        if self._script_link is not None:
-            self._script_link.finish()
-        if self._script_conn is not None:
-            with contextlib.suppress(Exception):
-                await self._script_conn.disconnect(nowait=True)
+        await self._appender.close()
         self.set_state("closed")
 
     # -- ours --------------------------------------------------------------------------------
 
     async def append(self, run_id: str, events: Sequence[StoredEvent]) -> list[StoredEvent]:
         """Assign, store and publish in one round trip per ``BATCH_LIMIT`` events."""
-        self._check_open()
+        self.check_open()
         validate_run_id(run_id)
         wire = [as_wire(e) for e in events]
         for start in range(0, len(wire), BATCH_LIMIT):
-            await self._run_script(
+            await self._appender.append(
                 run_id, wire[start : start + BATCH_LIMIT], publish=True, assign=True
             )
         return list(wire)
 
     async def read(self, run_id: str, from_sequence: int = 0) -> list[StoredEvent]:
         """Models only: the bus needs no wire dicts."""
-        self._check_open()
+        self.check_open()
         try:
             return list(await self._read_models(run_id, from_sequence))
         except (RedisError, OSError) as exc:
             raise self.error_for(exc, f"reading run {run_id!r}") from None
 
-    async def _run_script(
-        self, run_id: str, events: Sequence[EventDict], *, publish: bool, assign: bool
-    ) -> None:
-        args: list[str | int] = [
-            self.max_events_per_run,
-            self.stream_ttl_seconds,
-            pubsub_channel(run_id) if publish else "",
-            "1" if assign else "0",
-        ]
-        for event in events:
-            seq = sequence_of(event)
-            if seq or not assign:
-                body = dumps(event)
-            else:
-                body = dumps({k: v for k, v in event.items() if k != "sequence"})
-            args += [body, seq, str(event.get("type") or "unknown")]
-        try:
-            seqs = await self._call_script([stream_key(run_id), counter_key(run_id)], args)
-        except (RedisError, OSError) as exc:
-            error = self.error_for(exc, f"publishing to run {run_id!r}")
-            if not isinstance(error, BackendConnectionError | BackendClosedError):
-                error = BackendPublishError(error.message, backend="redis")
-            raise error from None
-        if assign:
-            for event, seq in zip(events, seqs, strict=True):
-                event["sequence"] = int(seq)
-
-    async def _call_script(self, keys: list[str], args: list[str | int]) -> Any:
-        """EVALSHA on the backend's command link (see ``link``): concurrent calls pipeline on
-        it, each awaiting its own reply, with no pool locking and no task per command."""
-        command = pack("EVALSHA", APPEND_SHA, len(keys), *keys, *args)
-        link = await self._command_link()
-        try:
-            async with asyncio.timeout(self.command_timeout):
-                try:
-                    # The PING (same packet, same round trip) queues our reply before the
-                    # script PUBLISHes; Redis writes the most recently queued client first, so
-                    # followers get the event before this reply and the publisher's next steps
-                    # are not in their way.
-                    return await link.call(PING + command, skip=1)
-                except ResponseError as exc:
-                    if not str(exc).startswith("NOSCRIPT"):
-                        raise
-                    # Nothing ran: load it (after a restart or FLUSH) and go on.
-                    await link.call(pack("SCRIPT", "LOAD", APPEND_LUA))
-                    return await link.call(command)
-        except TimeoutError:
-            link.finish()  # the server may be stuck: the next call starts afresh
-            raise RedisTimeoutError(
-                f"no reply within {self.command_timeout:g} s (command timeout)"
-            ) from None
-
-    async def _command_link(self) -> CommandLink:
-        """The open command link, connecting one (through redis-py) when there is none."""
-        link = self._script_link
-        if link is not None and link.open:
-            return link
-        async with self._script_connecting:
-            if self._script_link is not None and self._script_link.open:
-                return self._script_link
-            self._check_open()
-            conn = self.new_connection()
-            try:
-                await conn.connect()  # type: ignore[no-untyped-call]
-                link = CommandLink()
-                link.take_over(conn)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await conn.disconnect(nowait=True)
-                raise
-            self._script_conn = conn
-            self._script_link = link
-            return link
-
     def follow(
         self, run_id: str, from_sequence: int = 1, *, live: bool = True
     ) -> AsyncGenerator[BaseEvent, None]:
         """Models, each sequence once and in order (see ``RunLogBackend.follow``)."""
-        self._check_open()
+        self.check_open()
         validate_run_id(run_id)
         return self._follow(run_id, max(1, from_sequence), live)
 
@@ -534,7 +454,7 @@ class RedisBackend:
 
     async def list_runs(self, pattern: str | None = None) -> list[RunSummary]:
         """Runs with a stream, found with SCAN (never KEYS); ``pattern`` globs the run id."""
-        self._check_open()
+        self.check_open()
         try:
             keys: list[bytes] = []
             seen: set[bytes] = set()
@@ -596,7 +516,7 @@ class RedisBackend:
         )
 
     async def ping(self) -> None:
-        self._check_open()
+        self.check_open()
         try:
             await self._client.ping()
         except (RedisError, OSError) as exc:

@@ -1,0 +1,119 @@
+"""Appending events: one server-side script per batch numbers, stores and publishes them, sent
+on a command connection of the backend's own (a ``CommandLink``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..base import BackendClosedError, BackendConnectionError, BackendPublishError, EventDict
+from ..gapless import sequence_of
+from .keys import counter_key, pubsub_channel, stream_key
+from .link import CommandLink
+from .script import APPEND_LUA, APPEND_SHA, PING, dumps, pack
+
+if TYPE_CHECKING:
+    from .backend import RedisBackend
+
+
+class Appender:
+    """Runs the append script. Concurrent appends pipeline on one link, each awaiting its own
+    reply: no pool locking and no task per command on the path of every published event."""
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self._backend = backend
+        self._conn: AbstractConnection | None = None  # redis-py's, for the handshake
+        self._link: CommandLink | None = None
+        self._connecting = asyncio.Lock()
+
+    async def append(
+        self, run_id: str, events: Sequence[EventDict], *, publish: bool, assign: bool
+    ) -> None:
+        """Store (and with ``publish`` also publish) ``events`` in one round trip. With
+        ``assign``, events without a sequence get the run's next ones, written into them."""
+        backend = self._backend
+        args: list[str | int] = [
+            backend.max_events_per_run,
+            backend.stream_ttl_seconds,
+            pubsub_channel(run_id) if publish else "",
+            "1" if assign else "0",
+        ]
+        for event in events:
+            seq = sequence_of(event)
+            if seq or not assign:
+                body = dumps(event)
+            else:
+                body = dumps({k: v for k, v in event.items() if k != "sequence"})
+            args += [body, seq, str(event.get("type") or "unknown")]
+        try:
+            seqs = await self._call([stream_key(run_id), counter_key(run_id)], args)
+        except (RedisError, OSError) as exc:
+            error = backend.error_for(exc, f"publishing to run {run_id!r}")
+            if not isinstance(error, BackendConnectionError | BackendClosedError):
+                error = BackendPublishError(error.message, backend="redis")
+            raise error from None
+        if assign:
+            for event, seq in zip(events, seqs, strict=True):
+                event["sequence"] = int(seq)
+
+    async def _call(self, keys: list[str], args: list[str | int]) -> Any:
+        command = pack("EVALSHA", APPEND_SHA, len(keys), *keys, *args)
+        link = await self._open_link()
+        timeout = self._backend.command_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    # The PING (same packet, same round trip) queues our reply before the
+                    # script PUBLISHes; Redis writes the most recently queued client first, so
+                    # followers get the event before this reply and the publisher's next steps
+                    # are not in their way.
+                    return await link.call(PING + command, skip=1)
+                except ResponseError as exc:
+                    if not str(exc).startswith("NOSCRIPT"):
+                        raise
+                    # Nothing ran: load it (after a restart or FLUSH) and go on.
+                    await link.call(pack("SCRIPT", "LOAD", APPEND_LUA))
+                    return await link.call(command)
+        except TimeoutError:
+            link.finish()  # the server may be stuck: the next call starts afresh
+            raise RedisTimeoutError(f"no reply within {timeout:g} s (command timeout)") from None
+
+    async def _open_link(self) -> CommandLink:
+        """The open link, connecting a new one (through redis-py) when there is none."""
+        link = self._link
+        if link is not None and link.open:
+            return link
+        async with self._connecting:
+            if self._link is not None and self._link.open:
+                return self._link
+            self._backend.check_open()
+            await self._drop()
+            conn = self._backend.new_connection()
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]
+                link = CommandLink()
+                link.take_over(conn)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
+                raise
+            self._conn, self._link = conn, link
+            return link
+
+    async def _drop(self) -> None:
+        link, conn = self._link, self._conn
+        self._link = self._conn = None
+        if link is not None:
+            link.finish()
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+
+    async def close(self) -> None:
+        await self._drop()
