@@ -113,6 +113,38 @@ async def test_follower_resumes_after_a_server_restart_with_nothing_lost_or_repe
     await follower_backend.close()
 
 
+async def test_a_server_that_restarts_empty_does_not_renumber_the_run_under_its_follower(
+    private_redis: PrivateServer, run_id: str
+) -> None:
+    # No persistence: the restart loses the run and its counter. The publisher numbers on
+    # from what it wrote, so the follower (which has seen 1-20) goes on receiving.
+    follower_backend = RedisBackend(private_redis.url)
+    publisher_backend = RedisBackend(private_redis.url)
+    publisher = EventBus(publisher_backend)
+    follower = Follower(EventBus(follower_backend), run_id, until=30)
+    await publisher.publish_many(run_id, tokens(run_id, 20))
+    await follower.wait_for(20)
+
+    private_redis.stop()
+    private_redis.start()
+    admin = redis.Redis.from_url(private_redis.url)
+    try:
+        assert admin.exists(f"stream:run:{run_id}") == 0  # the server kept nothing
+        await subscribed(admin, run_id)
+    finally:
+        admin.close()
+    await publisher.publish_many(run_id, tokens(run_id, 10, 20))
+    await follower.wait_for(30)
+    await follower.task
+    assert follower.sequences == list(range(1, 31)) and "gap" not in follower.types
+    assert [e.sequence for e in await publisher.get_events(run_id)] == list(range(21, 31))
+
+    await publisher_backend.clear_run(run_id)  # cleared on purpose: numbering starts again
+    assert (await publisher.publish(run_id, tokens(run_id, 1)[0])).sequence == 1
+    await publisher.close()
+    await follower_backend.close()
+
+
 async def test_killing_the_pubsub_connection_loses_and_repeats_nothing(
     private_redis: PrivateServer, run_id: str
 ) -> None:

@@ -16,7 +16,10 @@ What we do beyond the reference, and why:
   A PING travels in the same packet ahead of the script, so that Redis sends the Pub/Sub
   message before the script's reply (followers hear the event before the publisher resumes).
 - The counter starts from ``max(counter key, last stream entry's sequence)`` on every batch,
-  so runs written by Dockrion (which has no counter key) continue correctly.
+  so runs written by Dockrion (which has no counter key) continue correctly, and never below
+  the highest sequence this backend has written to the run, so a server that restarts without
+  persistence (and forgets the run) does not number anew under followers that have seen those
+  sequences; they go on receiving. ``clear_run`` lets the numbering start again.
 - Replay near the end of a long stream reads the stream backwards in small chunks and stops at
   the requested sequence: its cost follows what is returned, not the stream's length.
 - Our bus and followers get stored events and live messages as models validated straight from

@@ -21,6 +21,8 @@ from .script import APPEND_LUA, APPEND_SHA, PING, dumps, pack
 if TYPE_CHECKING:
     from .backend import RedisBackend
 
+FLOORS_KEPT = 10_000  # runs whose highest sequence is remembered (a few bytes each)
+
 
 class Appender:
     """Runs the append script. Concurrent appends pipeline on one link, each awaiting its own
@@ -31,6 +33,10 @@ class Appender:
         self._conn: AbstractConnection | None = None  # redis-py's, for the handshake
         self._link: CommandLink | None = None
         self._connecting = asyncio.Lock()
+        # The highest sequence written to each run: the script numbers on from at least here,
+        # so a server that restarts without persistence (and so forgets the run) does not
+        # number anew under followers that have already seen those sequences.
+        self._floors: dict[str, int] = {}
 
     async def append(
         self, run_id: str, events: Sequence[EventDict], *, publish: bool, assign: bool
@@ -43,6 +49,7 @@ class Appender:
             backend.stream_ttl_seconds,
             pubsub_channel(run_id) if publish else "",
             "1" if assign else "0",
+            self._floors.get(run_id, 0),
         ]
         for event in events:
             seq = sequence_of(event)
@@ -58,9 +65,18 @@ class Appender:
             if not isinstance(error, BackendConnectionError | BackendClosedError):
                 error = BackendPublishError(error.message, backend="redis")
             raise error from None
+        top = max((int(seq) for seq in seqs), default=0)
+        if top > self._floors.get(run_id, 0):
+            if run_id not in self._floors and len(self._floors) >= FLOORS_KEPT:
+                del self._floors[next(iter(self._floors))]  # the run written to longest ago
+            self._floors[run_id] = top
         if assign:
             for event, seq in zip(events, seqs, strict=True):
                 event["sequence"] = int(seq)
+
+    def forget(self, run_id: str) -> None:
+        """The run was cleared on purpose: its numbering may start again from 1."""
+        self._floors.pop(run_id, None)
 
     async def _call(self, keys: list[str], args: list[str | int]) -> Any:
         command = pack("EVALSHA", APPEND_SHA, len(keys), *keys, *args)

@@ -298,6 +298,7 @@ class RedisBackend:
         self.check_open()
         try:
             await self._client.delete(stream_key(run_id), counter_key(run_id))
+            self._appender.forget(run_id)
         except (RedisError, OSError) as exc:
             raise self.error_for(exc, f"clearing run {run_id!r}") from None
 

@@ -8,11 +8,15 @@ import json
 from typing import Any
 
 # KEYS: stream, counter. ARGV: maxlen, ttl, channel ('' = store only), assign ('1'/'0'),
-# then (json, given sequence, type) per event. Returns the sequences as stored.
+# floor (the highest sequence the caller has written to the run; numbering never goes below
+# it, even if the server lost the run), then (json, given sequence, type) per event.
+# Returns the sequences as stored.
 APPEND_LUA = """
 local stream, counter_key = KEYS[1], KEYS[2]
 local maxlen, ttl, channel, assign = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
 local counter = tonumber(redis.call('GET', counter_key) or '0') or 0
+local floor = tonumber(ARGV[5]) or 0
+if floor > counter then counter = floor end
 local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
 if last[1] then
   local fields = last[1][2]
@@ -24,7 +28,7 @@ if last[1] then
   end
 end
 local out = {}
-for i = 5, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   local body, given, etype = ARGV[i], tonumber(ARGV[i + 1]) or 0, ARGV[i + 2]
   local seq, data = given, body
   if given > 0 then
