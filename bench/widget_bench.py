@@ -83,8 +83,7 @@ def publish_to_render(page: Any, n: int) -> float:
         thread = threading.Thread(target=publish, name="bench-publisher")
         thread.start()
         started.wait()
-        pump_outbox(page, model_id, view, until=lambda: _drawn(page, model_id) >= n,
-                    timeout=300)
+        pump_outbox(page, model_id, view, until=lambda: _drawn(page, model_id) >= n, timeout=300)
         elapsed = time.perf_counter() - t0[0]
         thread.join()
         view.close()
@@ -183,8 +182,7 @@ def replay_render(page: Any, n: int) -> float:
         t0 = time.perf_counter()
         view = ForwardingRunView(run_id, engine=engine)
         model_id = create_view(page, view.initial)
-        pump_outbox(page, model_id, view, until=lambda: _drawn(page, model_id) >= n,
-                    timeout=300)
+        pump_outbox(page, model_id, view, until=lambda: _drawn(page, model_id) >= n, timeout=300)
         elapsed = time.perf_counter() - t0
         view.close()
         return elapsed
@@ -203,8 +201,13 @@ def replay_browser_only(page: Any, n: int) -> float:
         if i % 10 == 0:
             events.append(
                 BaseEvent.model_validate(
-                    {"type": "custom:metric", "run_id": "b", "sequence": i, "timestamp": ts,
-                     "value": i}
+                    {
+                        "type": "custom:metric",
+                        "run_id": "b",
+                        "sequence": i,
+                        "timestamp": ts,
+                        "value": i,
+                    }
                 )
             )
         else:
@@ -212,8 +215,14 @@ def replay_browser_only(page: Any, n: int) -> float:
     msgs = []
     for k in range(0, n, MAX_BATCH):
         chunk = events[k : k + MAX_BATCH]
-        msgs.append({"kind": "events", "prev": k, "last": chunk[-1].sequence,
-                     "events": encode_events(chunk)})
+        msgs.append(
+            {
+                "kind": "events",
+                "prev": k,
+                "last": chunk[-1].sequence,
+                "events": encode_events(chunk),
+            }
+        )
     from browser_harness import default_state
 
     model_id = create_view(page, default_state("b"))

@@ -208,8 +208,9 @@ class ForwardingRunView(RunView):
         self.outbox.put(("msg", payload, None))
 
 
-def pump_outbox(page: Any, model_id: int, view: ForwardingRunView, until: Any,
-                timeout: float = 60.0) -> int:
+def pump_outbox(
+    page: Any, model_id: int, view: ForwardingRunView, until: Any, timeout: float = 60.0
+) -> int:
     """Carry ``view.outbox`` to the page (in order, a few operations per call) until
     ``until()`` is true with nothing left to carry; answers the page's replay requests.
     Returns the number of operations delivered."""
@@ -271,16 +272,23 @@ def lab_env(work: Path) -> dict[str, str]:
         "JUPYTER_PLATFORM_DIRS": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    for d in ("home", "jupyter/config/labconfig", "jupyter/data", "jupyter/runtime",
-              "jupyter/ipython", "jupyter/settings/@jupyterlab/notebook-extension"):
+    for d in (
+        "home",
+        "jupyter/config/labconfig",
+        "jupyter/data",
+        "jupyter/runtime",
+        "jupyter/ipython",
+        "jupyter/settings/@jupyterlab/notebook-extension",
+    ):
         (work / d).mkdir(parents=True, exist_ok=True)
     # no "get Jupyter news?" toast over the page
     (j / "config" / "labconfig" / "page_config.json").write_text(
         json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
     )
     # render every cell (JupyterLab's default windowing skips off-screen ones)
-    (j / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
-     ).write_text(json.dumps({"windowingMode": "none"}))
+    (
+        j / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    ).write_text(json.dumps({"windowingMode": "none"}))
     return env
 
 
@@ -292,9 +300,14 @@ def jupyter_lab(work: Path, root_dir: Path) -> Iterator[str]:
 
     port = free_port()
     cmd = [
-        str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--allow-root",
-        f"--IdentityProvider.token={LAB_TOKEN}", "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        str(Path(sys.executable).parent / "jupyter"),
+        "lab",
+        "--no-browser",
+        "--allow-root",
+        f"--IdentityProvider.token={LAB_TOKEN}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={root_dir}",
         f"--LabApp.workspaces_dir={work / 'jupyter' / 'workspaces'}",
         f"--LabApp.user_settings_dir={work / 'jupyter' / 'settings'}",
@@ -302,8 +315,9 @@ def jupyter_lab(work: Path, root_dir: Path) -> Iterator[str]:
         "--LabApp.news_url=None",
     ]
     log = open(work / "lab.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=lab_env(work),
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=lab_env(work), start_new_session=True
+    )
     try:
         status = f"http://127.0.0.1:{port}/api/status?token={LAB_TOKEN}"
         deadline = time.monotonic() + 90
@@ -331,13 +345,22 @@ def jupyter_lab(work: Path, root_dir: Path) -> Iterator[str]:
 def write_notebook(path: Path, cells: list[str]) -> None:
     nb = {
         "cells": [
-            {"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {},
-             "outputs": [], "source": src}
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": f"c{i}",
+                "metadata": {},
+                "outputs": [],
+                "source": src,
+            }
             for i, src in enumerate(cells)
         ],
         "metadata": {
-            "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
-                           "name": "python3"},
+            "kernelspec": {
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+                "name": "python3",
+            },
             "language_info": {"name": "python"},
         },
         "nbformat": 4,
@@ -358,9 +381,7 @@ def open_notebook_and_run_all(page: Any, url: str) -> None:
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
         with contextlib.suppress(Exception):
-            page.wait_for_function(
-                f"() => ({JS_PROMPTS})().some(p => p !== '[ ]:')", timeout=8000
-            )
+            page.wait_for_function(f"() => ({JS_PROMPTS})().some(p => p !== '[ ]:')", timeout=8000)
             return
     raise RuntimeError("Run All Cells did not start the notebook")
 

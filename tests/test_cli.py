@@ -192,15 +192,21 @@ def test_tail_follows_publishes_from_other_processes(redis_url: str, redis_run: 
             ["token", "content= world"],
         ):
             done = subprocess.run(
-                [*PY, "publish", redis_run, *argv], env=env, capture_output=True, text=True,
+                [*PY, "publish", redis_run, *argv],
+                env=env,
+                capture_output=True,
+                text=True,
                 timeout=60,
             )
             assert done.returncode == 0, done.stderr
         done = subprocess.run(
             [*PY, "publish", redis_run, "--file", "-", "--json"],
-            input='- type: progress\n  step: write\n  progress: 1.0\n- type: complete\n'
+            input="- type: progress\n  step: write\n  progress: 1.0\n- type: complete\n"
             "  output: {text: Hello world}\n",
-            env=env, capture_output=True, text=True, timeout=60,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert done.returncode == 0, done.stderr
         assert [json.loads(x)["sequence"] for x in done.stdout.splitlines()] == [4, 5]
@@ -220,7 +226,10 @@ def test_tail_json_follows_a_demo_in_another_process(redis_url: str, redis_run: 
     try:
         demo = subprocess.run(
             [*PY, "demo", redis_run, "--speed", "10"],
-            env=proc_env(redis_url), capture_output=True, text=True, timeout=60,
+            env=proc_env(redis_url),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert demo.returncode == 0, demo.stderr
         assert f"follow it elsewhere with: dockrion-nb tail {redis_run}" in demo.stderr

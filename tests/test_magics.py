@@ -396,7 +396,7 @@ def test_publish_events_body_is_validated_whole_first(ip: Any) -> None:
 
 def test_publish_line_form(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
     line(ip, "publish l-1 started agent_name=bot")
-    line(ip, "publish l-1 progress step=search progress=0.5 message=\"three sources\"")
+    line(ip, 'publish l-1 progress step=search progress=0.5 message="three sources"')
     line(ip, "publish l-1 checkpoint name=docs data='{\"count\": 3}'")
     line(ip, "publish l-1 fraud_check score=0.25 flagged=false")
     out = capsys.readouterr().out.splitlines()

@@ -85,21 +85,42 @@ def full_run() -> list[BaseEvent]:
     out = [
         ev(1, "started", 0, agent_name="planner", framework="langgraph"),
         ev(2, "progress", 10, step="retrieve", progress=0.3, message="fetching"),
-        ev(3, "step", 400, node_name="retrieve", duration_ms=390, input_keys=["q"],
-           output_keys=["docs"]),
+        ev(
+            3,
+            "step",
+            400,
+            node_name="retrieve",
+            duration_ms=390,
+            input_keys=["q"],
+            output_keys=["docs"],
+        ),
         ev(4, "progress", 410, step="retrieve", progress=1.0, message="done"),
         ev(5, "progress", 420, step="generate", progress=0.5, message="writing"),
         ev(6, "heartbeat", 500),
     ]
     words = ["Hello", " wide", " world", "."]
     for i, w in enumerate(words):
-        out.append(ev(7 + i, "token", 600 + i * 10, content=w,
-                      finish_reason="stop" if i == len(words) - 1 else None))
+        out.append(
+            ev(
+                7 + i,
+                "token",
+                600 + i * 10,
+                content=w,
+                finish_reason="stop" if i == len(words) - 1 else None,
+            )
+        )
     out += [
         ev(11, "checkpoint", 700, name="state", data={"docs": 3, "nested": {"k": [1, 2]}}),
         ev(12, "heartbeat", 800),
-        ev(13, "step", 1200, node_name="generate", duration_ms=700, input_keys=["docs"],
-           output_keys=["answer"]),
+        ev(
+            13,
+            "step",
+            1200,
+            node_name="generate",
+            duration_ms=700,
+            input_keys=["docs"],
+            output_keys=["answer"],
+        ),
         ev(14, "fraud_check", 1250, score=0.25, verdict="ok"),
         ev(15, "complete", 1300, output={"answer": "Hello wide world."}, latency_seconds=1.3),
     ]
@@ -156,7 +177,10 @@ def test_every_event_type_renders(page: Any) -> None:
     # the event log: sequence, relative time, type, summary
     row = page.locator(f'{root} .drnb-row[data-type="step"]').first
     assert [str(s) for s in row.locator("span").all_text_contents()] == [
-        "3", "+0.400s", "step", "retrieve 390 ms [q] → [docs]"
+        "3",
+        "+0.400s",
+        "step",
+        "retrieve 390 ms [q] → [docs]",
     ]
     chips = texts(page, mid, ".drnb-chip")
     assert "token 4" in chips and "heartbeat 2" in chips and "custom:fraud_check 1" in chips
@@ -166,11 +190,27 @@ def test_every_event_type_renders(page: Any) -> None:
 
 def test_error_and_cancelled_runs_show_prominent_boxes(page: Any) -> None:
     err = create_view(page, default_state("run-err"))
-    push(page, err, batch([
-        ev(1, "started", 0, run_id="run-err"),
-        ev(2, "error", 50, run_id="run-err", error="tool exploded", code="TOOL_FAILED",
-           details={"traceback": "Traceback (most recent call last):\n  boom", "tool": "search"}),
-    ]))
+    push(
+        page,
+        err,
+        batch(
+            [
+                ev(1, "started", 0, run_id="run-err"),
+                ev(
+                    2,
+                    "error",
+                    50,
+                    run_id="run-err",
+                    error="tool exploded",
+                    code="TOOL_FAILED",
+                    details={
+                        "traceback": "Traceback (most recent call last):\n  boom",
+                        "tool": "search",
+                    },
+                ),
+            ]
+        ),
+    )
     wait_for_records(page, err, 2)
     assert text(page, err, ".drnb-badge") == "error"
     assert text(page, err, ".drnb-box-error .drnb-box-title") == "Error TOOL_FAILED"
@@ -180,8 +220,16 @@ def test_error_and_cancelled_runs_show_prominent_boxes(page: Any) -> None:
     assert text(page, err, ".drnb-latency") == ""
 
     can = create_view(page, default_state("run-c"))
-    push(page, can, batch([ev(1, "started", 0, run_id="run-c"),
-                           ev(2, "cancelled", 9, run_id="run-c", reason="user stop")]))
+    push(
+        page,
+        can,
+        batch(
+            [
+                ev(1, "started", 0, run_id="run-c"),
+                ev(2, "cancelled", 9, run_id="run-c", reason="user stop"),
+            ]
+        ),
+    )
     wait_for_records(page, can, 2)
     assert text(page, can, ".drnb-badge") == "cancelled"
     assert text(page, can, ".drnb-box-cancelled .drnb-box-message") == "user stop"
@@ -226,15 +274,14 @@ def test_filter_search_pause_and_expand(page: Any) -> None:
 
     # auto-follow keeps the newest row in view; pause stops it, resume scrolls back down
     viewport = f"{root} .drnb-viewport"
-    at_bottom = (
-        "el => Math.abs(el.scrollTop + el.clientHeight - el.scrollHeight) <= 1"
-    )
+    at_bottom = "el => Math.abs(el.scrollTop + el.clientHeight - el.scrollHeight) <= 1"
     assert page.eval_on_selector(viewport, at_bottom)
     page.click(f"{root} .drnb-follow")
     assert text(page, mid, ".drnb-follow") == "resume"
     page.eval_on_selector(viewport, "el => { el.scrollTop = 0; }")
-    push(page, mid, batch([ev(46 + i, "custom:note", 1500, text="more") for i in range(20)],
-                          prev=45))
+    push(
+        page, mid, batch([ev(46 + i, "custom:note", 1500, text="more") for i in range(20)], prev=45)
+    )
     wait_for_records(page, mid, 65)
     assert page.eval_on_selector(viewport, "el => el.scrollTop") == 0
     assert texts(page, mid, ".drnb-row .drnb-seq")[0] == "1"
@@ -295,8 +342,17 @@ def test_second_and_late_views_show_every_event(page: Any) -> None:
     assert text(page, mid, ".drnb-token-text", view=1) == "Hello wide world."
     assert text(page, mid, ".drnb-badge", view=1) == "complete"
     # duplicates (a replay overlapping live batches) are dropped by sequence
-    push(page, mid, {"kind": "replay", "after": 0, "last": 15, "more": False,
-                     "events": encode_events(full_run())})
+    push(
+        page,
+        mid,
+        {
+            "kind": "replay",
+            "after": 0,
+            "last": 15,
+            "more": False,
+            "events": encode_events(full_run()),
+        },
+    )
     assert page.evaluate("(id) => H.records(id)", mid) == 15
     assert page.evaluate("(id) => H.sent(id).length", mid) == 0  # nothing missing: no request
 
@@ -312,11 +368,29 @@ def test_reloaded_page_asks_the_kernel_and_fills_in_order(page: Any) -> None:
     wait_for_records(page, mid, 3)
     assert "earlier events are missing" in text(page, mid, ".drnb-note")
     # the kernel answers in chunks, pull style
-    push(page, mid, {"kind": "replay", "after": 0, "last": 6, "more": True,
-                     "events": encode_events(events[:6])})
+    push(
+        page,
+        mid,
+        {
+            "kind": "replay",
+            "after": 0,
+            "last": 6,
+            "more": True,
+            "events": encode_events(events[:6]),
+        },
+    )
     assert page.evaluate("(id) => H.sent(id).splice(0)", mid) == [{"kind": "replay", "after": 6}]
-    push(page, mid, {"kind": "replay", "after": 6, "last": 12, "more": False,
-                     "events": encode_events(events[6:12])})
+    push(
+        page,
+        mid,
+        {
+            "kind": "replay",
+            "after": 6,
+            "last": 12,
+            "more": False,
+            "events": encode_events(events[6:12]),
+        },
+    )
     wait_for_records(page, mid, 15)
     assert page.evaluate("(id) => H.sent(id).splice(0)", mid) == []
     seqs = texts(page, mid, ".drnb-row .drnb-seq")
@@ -325,9 +399,7 @@ def test_reloaded_page_asks_the_kernel_and_fills_in_order(page: Any) -> None:
     assert text(page, mid, ".drnb-note") == ""
 
 
-def test_real_runview_replay_on_reload_through_the_kernel_side(
-    page: Any, run_id: str
-) -> None:
+def test_real_runview_replay_on_reload_through_the_kernel_side(page: Any, run_id: str) -> None:
     """A real RunView answers a late page's replay requests (the pull path, Python included)."""
     engine = Engine(name="browser-test-engine")
     try:
@@ -345,7 +417,9 @@ def test_real_runview_replay_on_reload_through_the_kernel_side(
             view.outbox.get_nowait()
         mid = create_view(page, state)
         pump_outbox(
-            page, mid, view,
+            page,
+            mid,
+            view,
             until=lambda: page.evaluate("(id) => H.records(id)", mid) == 122,
         )
         wait_for_records(page, mid, 122)
@@ -382,8 +456,9 @@ def mixed_events(n: int, run_id: str = "run-x") -> list[BaseEvent]:
         elif k == 6:
             out.append(ev(i, "step", i, run_id=run_id, node_name=f"n{i % 50}", duration_ms=5))
         elif k == 7:
-            out.append(ev(i, "progress", i, run_id=run_id, step=f"s{i % 7}",
-                          progress=(i % 100) / 100))
+            out.append(
+                ev(i, "progress", i, run_id=run_id, step=f"s{i % 7}", progress=(i % 100) / 100)
+            )
         elif k == 8:
             out.append(ev(i, "custom:metric", i, run_id=run_id, value=i))
         else:
@@ -396,9 +471,7 @@ def test_ten_thousand_events_in_batches_stay_responsive(page: Any) -> None:
     events = mixed_events(n)
     msgs = [batch(events[k : k + size], prev=k) for k in range(0, n, size)]
     mid = create_view(page, default_state())
-    timing = page.evaluate(
-        "([id, msgs]) => H.pushSpaced(id, msgs, 50)", [mid, json.dumps(msgs)]
-    )
+    timing = page.evaluate("([id, msgs]) => H.pushSpaced(id, msgs, 50)", [mid, json.dumps(msgs)])
     wait_for_records(page, mid, n)
     stats = page.evaluate(
         "(id) => { const v = H.view(id); return {apply: v.store.stats.applyMs,"

@@ -58,8 +58,18 @@ def test_wheel_from_a_clean_clone_ships_and_loads_the_front_end(tmp_path: Path) 
     assert not (src / "dockrion_nb" / "static").exists()  # the asset lives only in js/
 
     dist = tmp_path / "dist"
-    run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist),
-         str(src)])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(dist),
+            str(src),
+        ]
+    )
     wheels = list(dist.glob("dockrion_nb-*.whl"))
     assert len(wheels) == 1
     with zipfile.ZipFile(wheels[0]) as zf:
@@ -72,8 +82,20 @@ def test_wheel_from_a_clean_clone_ships_and_loads_the_front_end(tmp_path: Path) 
         assert not any(n.startswith(("js/", "tests/")) for n in names)
 
     target = tmp_path / "installed"
-    run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-         "--target", str(target), str(wheels[0])])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(target),
+            str(wheels[0]),
+        ]
+    )
     env = {**os.environ, "PYTHONPATH": str(target)}
     out = run([sys.executable, "-c", CHECK, str(target)], env=env, cwd=str(tmp_path))
     info = json.loads(out.stdout.strip().splitlines()[-1])
