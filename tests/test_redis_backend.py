@@ -588,6 +588,24 @@ async def test_database_number_user_and_password_in_the_url(run_id: str) -> None
         server.close()
 
 
+async def follow_three_published(backend: RedisBackend, run_id: str) -> list[int]:
+    """Follow a run, publish three events to it, and return the sequences the follower got."""
+    bus = EventBus(backend)
+    got: list[int] = []
+
+    async def follow() -> None:
+        async for e in bus.subscribe(run_id, 1):
+            got.append(e.sequence)
+            if e.sequence == 3:
+                return
+
+    task = asyncio.create_task(follow())
+    await bus.publish_many(run_id, tokens(run_id, 3))
+    await asyncio.wait_for(task, 10)
+    await bus.close()
+    return got
+
+
 def test_unix_socket_url(run_id: str) -> None:
     binary = server_binary()
     require(binary is not None, "no Redis-compatible server binary")
@@ -600,20 +618,7 @@ def test_unix_socket_url(run_id: str) -> None:
     )
 
     async def scenario() -> list[int]:
-        bus = EventBus(RedisBackend(f"unix://{path}?db=0"))
-        got: list[int] = []
-
-        async def follow() -> None:
-            async for e in bus.subscribe(run_id, 1):
-                got.append(e.sequence)
-                if e.sequence == 3:
-                    return
-
-        task = asyncio.create_task(follow())
-        await bus.publish_many(run_id, tokens(run_id, 3))
-        await asyncio.wait_for(task, 10)
-        await bus.close()
-        return got
+        return await follow_three_published(RedisBackend(f"unix://{path}?db=0"), run_id)
 
     try:
         deadline = time.monotonic() + 10
@@ -656,20 +661,7 @@ def test_rediss_url_over_real_tls(run_id: str) -> None:
                 break
             except BackendConnectionError:
                 await asyncio.sleep(0.05)
-        bus = EventBus(backend)
-        got: list[int] = []
-
-        async def follow() -> None:
-            async for e in bus.subscribe(run_id, 1):
-                got.append(e.sequence)
-                if e.sequence == 3:
-                    return
-
-        task = asyncio.create_task(follow())
-        await bus.publish_many(run_id, tokens(run_id, 3))
-        await asyncio.wait_for(task, 10)
-        await bus.close()
-        return got
+        return await follow_three_published(backend, run_id)
 
     try:
         assert RedisBackend(url).new_connection().__class__.__name__ == "SSLConnection"
