@@ -145,6 +145,44 @@ async def test_a_server_that_restarts_empty_does_not_renumber_the_run_under_its_
     await follower_backend.close()
 
 
+async def test_a_follower_says_when_a_new_writer_numbers_a_lost_run_anew(
+    private_redis: PrivateServer, run_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server restarts empty and a writer that never wrote to the run numbers it from 1:
+    # those events are repeats by number for a follower that has seen 1-20. It cannot pass
+    # them on as new, but it must not go quiet without a word.
+    follower_backend = RedisBackend(private_redis.url)
+    follower = Follower(EventBus(follower_backend), run_id, until=100)
+    first = EventBus(RedisBackend(private_redis.url))
+    await first.publish_many(run_id, tokens(run_id, 20))
+    await follower.wait_for(20)
+    await first.close()
+    assert "was reset" not in caplog.text  # replay/live overlap repeats are not resets
+
+    private_redis.stop()
+    private_redis.start()
+    admin = redis.Redis.from_url(private_redis.url)
+    try:
+        await subscribed(admin, run_id)
+    finally:
+        admin.close()
+    fresh = EventBus(RedisBackend(private_redis.url))
+    with caplog.at_level("WARNING", logger="dockrion_nb.redis"):
+        for i in range(5):
+            await fresh.publish(run_id, tokens(run_id, 1, 100 + i)[0])
+        deadline = time.monotonic() + 10
+        while "was reset" not in caplog.text:
+            assert time.monotonic() < deadline, "the follower never said the run was reset"
+            await asyncio.sleep(0.02)
+    text = caplog.text
+    assert "delivered sequences up to 20" in text and "numbered from 1 again" in text
+    assert text.count("was reset") == 1  # said once, not per event
+    assert follower.sequences == list(range(1, 21))
+    follower.task.cancel()
+    await fresh.close()
+    await follower_backend.close()
+
+
 async def test_killing_the_pubsub_connection_loses_and_repeats_nothing(
     private_redis: PrivateServer, run_id: str
 ) -> None:

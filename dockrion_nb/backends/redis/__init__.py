@@ -19,7 +19,9 @@ What we do beyond the reference, and why:
   so runs written by Dockrion (which has no counter key) continue correctly, and never below
   the highest sequence this backend has written to the run, so a server that restarts without
   persistence (and forgets the run) does not number anew under followers that have seen those
-  sequences; they go on receiving. ``clear_run`` lets the numbering start again.
+  sequences; they go on receiving. ``clear_run`` lets the numbering start again. If a writer
+  that never wrote to the run numbers it anew all the same, a follower that has seen higher
+  sequences skips those events as repeats and logs one warning that says why.
 - Replay near the end of a long stream reads the stream backwards in small chunks and stops at
   the requested sequence: its cost follows what is returned, not the stream's length.
 - Our bus and followers get stored events and live messages as models validated straight from

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from .decode import (
     as_sent,
     decode_record,
     entry_fields,
+    entry_sequence,
     fast_model,
     field_int,
     gc_paused,
@@ -51,6 +53,8 @@ log = logging.getLogger("dockrion_nb.redis")
 
 BATCH_LIMIT = 1000  # events per script call; a larger append takes one round trip per 1000
 SETTLE_SECONDS = 0.5  # see RedisBackend._drain
+# A repeat is checked for a reset run at once after a resync, else at most once a second.
+RESET_CHECK_SECONDS = 1.0
 
 
 class RedisBackend:
@@ -398,6 +402,7 @@ class RedisBackend:
         publishes before it stores (Dockrion does) may have stored, after our read, an event
         it published before our subscription; nothing live would ever reveal it."""
         unsettled = settle
+        reset_checked_at, reset_told = -RESET_CHECK_SECONDS, False
         while True:
             if unsettled:
                 try:
@@ -416,12 +421,18 @@ class RedisBackend:
                 async for event in self._fill(joiner):
                     yield event
                 unsettled = settle
+                reset_checked_at = -RESET_CHECK_SECONDS  # the next repeat is checked at once
                 continue
             seq = sequence_of(item)
             if seq and seq == joiner.next_sequence and type_of(item) != "gap":
                 joiner.next_sequence = seq + 1  # the usual case, as joiner.accept would do
                 yield item
                 continue
+            if 0 < seq < joiner.next_sequence and not reset_told:  # a repeat, or a reset
+                now = time.monotonic()
+                if now - reset_checked_at >= RESET_CHECK_SECONDS:
+                    reset_checked_at = now
+                    reset_told = await self._warn_if_reset(joiner, seq)
             try:
                 async for event in joiner.accept(item):
                     yield event
@@ -429,6 +440,34 @@ class RedisBackend:
                 # The event is stored (scripts store before they publish): read it back.
                 async for event in self._fill(joiner):
                     yield event
+
+    async def _warn_if_reset(self, joiner: Joiner, seq: int) -> bool:
+        """Say so when live events come numbered below what this follower has delivered and
+        the server holds nothing that far: the run was reset (a server restarted without
+        persistence, or the run was cleared, and then a writer that had not written to it
+        numbered from 1 again). Those events are repeats by number and are skipped; without
+        this, the follower would go quiet with no word of why."""
+        run_id = joiner.run_id
+        try:
+            counter = await self._client.get(counter_key(run_id))
+            tail = await self._raw.xrevrange(stream_key(run_id), max="+", min="-", count=1)
+        except (RedisError, OSError):
+            return False  # the usual path goes on; a later repeat checks again
+        held = max(field_int(counter), entry_sequence(tail[0]) if tail else 0)
+        delivered = joiner.next_sequence - 1
+        if held >= delivered:
+            return False  # an ordinary repeat (a live copy of an event already read)
+        log.warning(
+            "run %s on %s was reset: this follower has delivered sequences up to %d, the "
+            "server holds none past %d, and live events come numbered from %d again. They "
+            "are skipped as repeats; follow the run again to read it from its new start.",
+            run_id,
+            self.masked_url,
+            delivered,
+            held,
+            seq,
+        )
+        return True
 
     async def _fill(self, joiner: Joiner) -> AsyncGenerator[StoredEvent, None]:
         """Stored events from the joiner's next sequence, retrying while Redis is away."""
