@@ -101,6 +101,10 @@ TINY = Sizes(
 )
 
 
+ALL_GROUPS = frozenset(range(1, 8))  # the issue's row groups: 1 memory publish ... 7 widget
+REDIS_GROUPS = frozenset(range(2, 7))  # groups with Redis rows (2-6)
+
+
 def order(r: int, impls: tuple[str, ...] = (OURS, DOCKRION)) -> tuple[str, ...]:
     """Rotate who goes first on each repeat so drift does not favour one side."""
     k = r % len(impls)
@@ -117,6 +121,7 @@ class Bench:
     rows: list[Row] = field(default_factory=list)
     server_version: str = "not used"
     ours_redis_reason: str | None = None
+    only: frozenset[int] = ALL_GROUPS  # the row groups (1-7) to measure
     _seq: int = 0
     raw: Any = None
 
@@ -127,22 +132,32 @@ class Bench:
     # -- orchestration ---------------------------------------------------------------------------
 
     async def run(self) -> list[Row]:
-        await self.memory_publish()
-        await self.memory_latency()
-        await self.memory_replay()
-        await self.memory_fanout()
-        if self.redis_url:
+        memory = (
+            (1, self.memory_publish),
+            (3, self.memory_latency),
+            (4, self.memory_replay),
+            (5, self.memory_fanout),
+        )
+        redis_groups = (
+            (2, self.redis_publish),
+            (3, self.redis_latency),
+            (4, self.redis_replay),
+            (5, self.redis_fanout),
+            (6, self.two_processes),
+        )
+        for group, step in memory:
+            if group in self.only:
+                await step()
+        if self.redis_url and self.only & REDIS_GROUPS:
             import redis.asyncio as aioredis
 
             self.ours_redis_reason = ours_redis_available()
             self.raw = aioredis.from_url(self.redis_url, max_connections=1024)
             try:
                 self.server_version = await ceiling.server_version(self.raw)
-                await self.redis_publish()
-                await self.redis_latency()
-                await self.redis_replay()
-                await self.redis_fanout()
-                await self.two_processes()
+                for group, step in redis_groups:
+                    if group in self.only:
+                        await step()
             finally:
                 await ceiling.delete_run_keys(self.raw, self.marker)
                 await self.raw.aclose()
@@ -808,12 +823,34 @@ async def run_profiles(rows: list[Row], progress: Progress) -> dict[str, str]:
 # -- entry point -----------------------------------------------------------------------------------
 
 
-def planned_steps(s: Sizes, redis: bool, profiles: bool) -> int:
-    steps = 3 * s.mem_repeats * 2 + s.lat_repeats * 2 + 3 + 2
-    if redis:
-        steps += 3 * s.redis_repeats * 3 + s.redis_repeats * 2 + s.lat_repeats * 3 + 3 + 3
-        steps += 3 * s.procs_repeats
-    return steps + 1 + (4 if profiles else 0)
+def planned_steps(
+    s: Sizes, redis: bool, profiles: bool, only: frozenset[int] = frozenset(range(1, 8))
+) -> int:
+    """Progress steps of a run (the bar's length): each group's measurements, in order."""
+    r = 1 if redis else 0
+    per_group = {
+        1: 3 * s.mem_repeats * 2,
+        2: r * (3 * s.redis_repeats * 3 + s.redis_repeats * 2),
+        3: s.lat_repeats * 2 + r * s.lat_repeats * 3,
+        4: 3 + r * 3,
+        5: 2 + r * 3,
+        6: r * 3 * s.procs_repeats,
+        7: 1,
+    }
+    return sum(per_group[g] for g in only) + (4 if profiles else 0)
+
+
+def parse_groups(text: str) -> frozenset[int]:
+    """``"3,4"`` -> {3, 4}: the row groups of the issue's list (1-7)."""
+    try:
+        groups = frozenset(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        groups = frozenset({0})
+    if not groups or not groups <= ALL_GROUPS:
+        raise argparse.ArgumentTypeError(
+            f"--only takes row groups 1-7, comma separated (e.g. 3,4), not {text!r}"
+        )
+    return groups
 
 
 @contextlib.contextmanager
@@ -838,9 +875,13 @@ class Outcome:
 
 
 async def measure(
-    sizes: Sizes, redis_url: str | None, progress: Progress, profiles: bool
+    sizes: Sizes,
+    redis_url: str | None,
+    progress: Progress,
+    profiles: bool,
+    only: frozenset[int] = frozenset(range(1, 8)),
 ) -> tuple[list[Row], str, dict[str, str]]:
-    bench = Bench(sizes, redis_url, progress)
+    bench = Bench(sizes, redis_url, progress, only=only)
     rows = await bench.run()
     profs: dict[str, str] = {}
     if profiles:
@@ -866,12 +907,15 @@ def run_bench(
     profiles: bool = True,
     progress: Progress | None = None,
     command: str = "python -m bench",
+    only: frozenset[int] = frozenset(range(1, 8)),
 ) -> Outcome:
     started = time.monotonic()
     load_before = load_average()
-    progress = progress or Progress(planned_steps(sizes, redis, profiles))
+    widget = widget and 7 in only
+    redis = redis and bool(only & REDIS_GROUPS)
+    progress = progress or Progress(planned_steps(sizes, redis, profiles, only))
     with redis_server(redis_url, redis) as url:
-        rows, server, profs = asyncio.run(measure(sizes, url, progress, profiles))
+        rows, server, profs = asyncio.run(measure(sizes, url, progress, profiles, only))
     if widget:
         progress.step("widget (headless Chromium)")
         rows += widget_rows(sizes.name != "full")
@@ -966,7 +1010,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-redis", action="store_true", help="memory rows only")
     parser.add_argument("--no-widget", action="store_true", help="skip the browser rows")
     parser.add_argument("--no-profile", action="store_true", help="skip missed-target profiles")
-    parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the table")
+    parser.add_argument(
+        "--only",
+        type=parse_groups,
+        metavar="GROUPS",
+        help="only these row groups, e.g. 3,4 (latency and replay); the table is then printed "
+        "but not written unless --output is given",
+    )
+    parser.add_argument("--output", type=Path, help=f"where to write the table (default {RESULTS})")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     shown = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
@@ -981,8 +1032,15 @@ def main(argv: list[str] | None = None) -> int:
         widget=not args.no_widget,
         profiles=not args.no_profile,
         command=shown,
+        only=args.only or ALL_GROUPS,
     )
     print(table(outcome.rows))
-    args.output.write_text(outcome.markdown)
-    print(f"\nwritten to {args.output}", file=sys.stderr)
+    output = args.output or (None if args.only else RESULTS)
+    if output is None:
+        print(
+            "\nnot written: --only runs part of the table (--output FILE keeps it)", file=sys.stderr
+        )
+    else:
+        output.write_text(outcome.markdown)
+        print(f"\nwritten to {output}", file=sys.stderr)
     return 0

@@ -13,7 +13,7 @@ import pytest
 
 from bench.progress import Progress
 from bench.report import COLUMNS, HEADER
-from bench.runner import TINY, run_bench, widget_rows
+from bench.runner import TINY, main, parse_groups, run_bench, widget_rows
 
 pytestmark = [
     pytest.mark.redis,
@@ -72,3 +72,31 @@ def test_widget_row_says_why_when_not_measured() -> None:
     for row in rows:
         if row.ours is None:
             assert row.reason
+
+
+def test_only_measures_the_chosen_row_groups(redis_url: str) -> None:
+    outcome = run_bench(
+        TINY,
+        redis_url=redis_url,
+        widget=True,  # group 7 is not chosen: no browser is started
+        profiles=False,
+        progress=Progress(10, io.StringIO()),
+        only=frozenset({3, 4}),
+    )
+    assert {row.key for row in outcome.rows} == {"3a", "3b", "3c", "3d", "4a", "4b", "4c", "4d"}
+    assert "python -m bench" in outcome.markdown
+
+
+@pytest.mark.parametrize("text", ["9", "0", "a,b", "", "3,,8"])
+def test_only_rejects_what_is_not_a_row_group(
+    text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--only", text, "--no-widget"])
+    assert info.value.code == 2
+    assert "--only takes row groups 1-7" in capsys.readouterr().err
+
+
+def test_parse_groups_reads_comma_lists() -> None:
+    assert parse_groups("3,4") == frozenset({3, 4})
+    assert parse_groups(" 7 ") == frozenset({7})
