@@ -205,7 +205,9 @@ async def test_killing_the_pubsub_connection_loses_and_repeats_nothing(
         await follower.wait_for(600)
         await follower.task
         assert follower.sequences == list(range(1, 601))
-        assert backend.pubsub_connects >= 4
+        # Kills 1 and 2 were each followed by a reconnect (``subscribed`` above); after the
+        # last one the follower may finish from the stream before the hub is back.
+        assert backend.pubsub_connects >= 3
     finally:
         admin.close()
         await publisher.close()
