@@ -19,7 +19,7 @@ from typing import Any
 import hiredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import InvalidResponse, ResponseError
 
 from .script import pack
 
@@ -42,6 +42,11 @@ class Link(asyncio.Protocol):
             raise RedisConnectionError("the connection closed while it was set up")
         self._transport = transport
         transport.set_protocol(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """For a link opened with ``loop.create_connection`` (``take_over`` sets it itself)."""
+        if isinstance(transport, asyncio.WriteTransport):
+            self._transport = transport
 
     @property
     def open(self) -> bool:
@@ -68,7 +73,7 @@ class Link(asyncio.Protocol):
                 self.heard = True
                 self._on_reply(reply)
         except Exception as exc:  # a protocol error or an unexpected reply: drop the link
-            self._end(exc)
+            self._end(InvalidResponse(f"unexpected data from the server ({exc!r})"))
 
     def eof_received(self) -> bool | None:
         return None  # the server hung up: close our side too
