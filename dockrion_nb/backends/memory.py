@@ -26,6 +26,7 @@ from .base import (
     gap_event,
     run_id_of,
 )
+from .feed import Feed
 from .gapless import sequence_of
 
 
@@ -92,41 +93,25 @@ class RunLog:
         return picked
 
 
-class _Subscription:
-    """One subscriber: a bounded queue while it keeps up, the store when it falls behind."""
+class _Subscription(Feed[StoredEvent]):
+    """One subscriber: a bounded feed while it keeps up, the store when it falls behind.
+
+    It is offered events only while attached to the backend (closing detaches it)."""
 
     def __init__(self, backend: InMemoryBackend, run_id: str, after: int, maxsize: int) -> None:
+        super().__init__(maxsize)
         self.backend = backend
         self.run_id = run_id
-        # A deque and one waiter, not an asyncio.Queue: offering is an append (and a wake-up
-        # only while the subscriber waits), about a third of a Queue's cost per event.
-        self.items: deque[Any] = deque()
-        self.maxsize = maxsize
-        self.waiter: asyncio.Future[None] | None = None
         self.pending: deque[StoredEvent] = deque()
         self.wire = False  # Dockrion's protocol: hand out wire dicts, never models
         self.replay_only = False  # ends when ``pending`` is empty
         self.models = False  # the bus's fast path: hand out models, each sequence once
         self.last_sequence = after  # highest sequence handed out (or queued)
-        self.behind = False
         self.closed = False
-
-    def offer(self, event: StoredEvent) -> None:
-        if self.behind or self.closed:
-            return
-        if len(self.items) >= self.maxsize:
-            self.behind = True  # drop now; once drained, the store fills in what it missed
-        else:
-            self.items.append(event)
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def close(self) -> None:
         self.closed = True
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self.wake()
 
     def _catch_up(self) -> None:
         """Runs with no await: the store read and re-attach to the queue are atomic."""
@@ -173,14 +158,11 @@ class _Subscription:
                 self._catch_up()
                 continue
             else:
-                self.waiter = asyncio.get_running_loop().create_future()
                 try:
-                    await self.waiter
+                    await self.wait()
                 except BaseException:
                     await self.aclose()
                     raise
-                finally:
-                    self.waiter = None
                 continue
             out = self._take(item)
             if out is not None:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import hiredis
@@ -17,6 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ...events import BaseEvent
 from ...redaction import scrub
 from ..base import BackendClosedError, BackendSubscribeError
+from ..feed import Feed
 from .decode import StreamRecord
 from .errors import backoff_delay
 from .keys import CHANNEL_PREFIX, pubsub_channel
@@ -39,45 +39,26 @@ class Signal(enum.Enum):
 Item = StreamRecord | BaseEvent | Signal
 
 
-class LiveSub:
-    """One local follower of a channel: a bounded queue; beyond it, the stream catches up."""
+class LiveSub(Feed[Item]):
+    """One local follower of a channel: a bounded feed; beyond it, the stream catches up."""
 
-    __slots__ = ("behind", "channel", "items", "models", "waiter")
+    __slots__ = ("channel", "models")
 
     def __init__(self, channel: bytes, models: bool = False) -> None:
+        super().__init__(QUEUE_LIMIT)
         self.channel = channel
         self.models = models  # models only (our followers), else wire dicts (Dockrion's)
-        self.items: deque[Item] = deque()
-        self.waiter: asyncio.Future[None] | None = None
-        self.behind = False
-
-    def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    def offer(self, record: StreamRecord | BaseEvent) -> None:
-        if self.behind:
-            return
-        if len(self.items) >= QUEUE_LIMIT:
-            self.behind = True  # drop now, re-read from the stream once drained
-        else:
-            self.items.append(record)
-        self._wake()
 
     def signal(self, signal: Signal) -> None:
-        self.items.append(signal)
-        self._wake()
+        self.items.append(signal)  # never dropped, whatever the limit
+        self.wake()
 
     async def get(self) -> Item:
         while not self.items:
             if self.behind:
                 self.behind = False  # live events queue again before the stream is read
                 return Signal.RESYNC
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
+            await self.wait()
         return self.items.popleft()
 
 

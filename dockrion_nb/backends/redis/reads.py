@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from ...events import EVENT_CLASSES, BaseEvent, CustomEvent
-from .decode import as_bytes, entry_id_of, entry_sequence
+from ...events import BaseEvent, CustomEvent
+from .decode import TYPE_CLASSES, as_bytes, entry_id_of, entry_sequence
 
 T = TypeVar("T")
 
@@ -19,8 +19,8 @@ FIRST_TAIL_CHUNK = 16
 
 # The JSON validators of the classes whose ``type`` is fixed (a Literal), by the type's bytes.
 _FIXED_TYPES: dict[bytes, Callable[[bytes], Any]] = {
-    name.encode(): cls.__pydantic_validator__.validate_json
-    for name, cls in EVENT_CLASSES.items()
+    name: cls.__pydantic_validator__.validate_json
+    for name, cls in TYPE_CLASSES.items()
     if cls is not CustomEvent
 }
 
