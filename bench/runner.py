@@ -823,9 +823,7 @@ async def run_profiles(rows: list[Row], progress: Progress) -> dict[str, str]:
 # -- entry point -----------------------------------------------------------------------------------
 
 
-def planned_steps(
-    s: Sizes, redis: bool, profiles: bool, only: frozenset[int] = frozenset(range(1, 8))
-) -> int:
+def planned_steps(s: Sizes, redis: bool, profiles: bool, only: frozenset[int] = ALL_GROUPS) -> int:
     """Progress steps of a run (the bar's length): each group's measurements, in order."""
     r = 1 if redis else 0
     per_group = {
@@ -879,7 +877,7 @@ async def measure(
     redis_url: str | None,
     progress: Progress,
     profiles: bool,
-    only: frozenset[int] = frozenset(range(1, 8)),
+    only: frozenset[int] = ALL_GROUPS,
 ) -> tuple[list[Row], str, dict[str, str]]:
     bench = Bench(sizes, redis_url, progress, only=only)
     rows = await bench.run()
@@ -907,7 +905,7 @@ def run_bench(
     profiles: bool = True,
     progress: Progress | None = None,
     command: str = "python -m bench",
-    only: frozenset[int] = frozenset(range(1, 8)),
+    only: frozenset[int] = ALL_GROUPS,
 ) -> Outcome:
     started = time.monotonic()
     load_before = load_average()
