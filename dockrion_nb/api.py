@@ -205,14 +205,24 @@ def trace(
     agent: str | None = None,
     framework: str | None = None,
     events: EventsFilter | str | list[str] | None = None,
+    integrations: Iterable[str] = (),
     engine: Engine | None = None,
 ) -> Trace:
     """Trace a block of code as a run: ``with trace("r1") as ctx: ...`` or ``async with``.
 
     Set ``t.output`` on the ``Trace`` (``with trace(...) as ctx`` gives the context; keep the
-    ``Trace`` object to set it) to fill the ``complete`` event's output.
+    ``Trace`` object to set it) to fill the ``complete`` event's output. ``integrations``
+    (``"langchain"``, ``"instrument"``) traces what the block runs with no emits of its own,
+    as ``%%publish --langchain --instrument`` does.
     """
-    return Trace(run_id, agent=agent, framework=framework, events=events, engine=engine)
+    return Trace(
+        run_id,
+        agent=agent,
+        framework=framework,
+        events=events,
+        integrations=integrations,
+        engine=engine,
+    )
 
 
 __all__ = [

@@ -89,6 +89,12 @@ class StreamContext:
         self._ordered: dict[asyncio.AbstractEventLoop, asyncio.Queue[BaseEvent]] = {}
         self.emitted = 0
         self.last_event: BaseEvent | None = None
+        # Set by integrations (``integrations.steps``) and read by ``Trace``: the step whose
+        # failure ended the run, and token usage summed over the run's LLM calls.
+        self.failed_step: str | None = None
+        self.usage: dict[str, Any] = {}
+        # True while a ``Trace`` owns this run's terminal event (it emits complete/error).
+        self.traced = False
 
     @property
     def run_id(self) -> str:
@@ -196,6 +202,29 @@ class StreamContext:
         if reserved:
             raise ValueError(f"custom event fields may not use reserved names: {sorted(reserved)}")
         return CustomEvent(run_id=self._run_id, type=kind, **payload)
+
+    # -- any event ---------------------------------------------------------------------------------
+
+    async def emit_event(
+        self, event: BaseEvent, *, filter_as: str | None = None
+    ) -> BaseEvent | None:
+        """Publish a ready-made event of this run (integrations build steps with extra fields).
+
+        The events filter is applied to ``filter_as`` (default: the event's type), so a
+        ``custom:step_start`` can pass or fail with ``step``."""
+        if event.run_id != self._run_id:
+            raise ValueError(f"event for run {event.run_id!r} emitted on run {self._run_id!r}")
+        if not self._allowed(filter_as or event.type):
+            return None
+        return await self._publish(event)
+
+    def sync_emit_event(self, event: BaseEvent, *, filter_as: str | None = None) -> bool:
+        """``emit_event`` from sync code, in any thread."""
+        if event.run_id != self._run_id:
+            raise ValueError(f"event for run {event.run_id!r} emitted on run {self._run_id!r}")
+        if not self._allowed(filter_as or event.type):
+            return False
+        return self._sync_publish(event)
 
     # -- async API -------------------------------------------------------------------------------
 

@@ -41,7 +41,6 @@ from . import api
 from .backend_options import build_config
 from .backends.base import BackendError
 from .config import ConfigError
-from .context import context_scope
 from .engine import backend_location, get_engine, reset_engine
 from .events import EventValidationError, validate_run_id
 from .eventtext import parse_events_text, parse_fields, user_event
@@ -324,6 +323,18 @@ class StreamMagics(Magics):
         help="Cell: show the live view above the cell's output first.",
     )
     @argument(
+        "--langchain",
+        action="store_true",
+        help="Cell: trace every LangChain/LangGraph call the cell makes (tokens, steps, "
+        "usage) with no change to its code; needs dockrion-nb[langchain].",
+    )
+    @argument(
+        "--instrument",
+        action="store_true",
+        help="Cell: trace the OpenAI and Anthropic clients the cell uses (streamed tokens, "
+        "usage, time to first token); needs dockrion-nb[openai] or [anthropic].",
+    )
+    @argument(
         "--events-body",
         action="store_true",
         help="Cell: the body is events "
@@ -373,10 +384,22 @@ class StreamMagics(Magics):
                 "with --events-body"
             )
         if args.events_body:
-            if args.agent or args.framework or args.events:
+            traced_only = [
+                flag
+                for flag, on in (
+                    ("--agent", args.agent),
+                    ("--framework", args.framework),
+                    ("--events", args.events),
+                    ("--langchain", args.langchain),
+                    ("--instrument", args.instrument),
+                )
+                if on
+            ]
+            if traced_only:
+                verb = "applies" if len(traced_only) == 1 else "apply"
                 raise UsageError(
-                    "--agent, --framework and --events apply to a traced cell, not "
-                    "--events-body (put agent_name in the started event)"
+                    f"{', '.join(traced_only)} {verb} to a traced cell, not --events-body "
+                    "(put agent_name in the started event)"
                 )
             return self._publish_body(run_id, cell, args.watch)
         return self._run_traced(run_id, cell, args)
@@ -393,6 +416,8 @@ class StreamMagics(Magics):
                 ("--framework", args.framework),
                 ("--events", args.events),
                 ("--watch", args.watch),
+                ("--langchain", args.langchain),
+                ("--instrument", args.instrument),
                 ("--events-body", args.events_body),
             )
             if on
@@ -425,10 +450,26 @@ class StreamMagics(Magics):
         with user_errors():
             events = EventsFilter.parse(args.events) if args.events else None
         code = CellCode(self.shell, body)  # a SyntaxError surfaces before the run starts
+        integrations = [
+            name
+            for name, on in (("langchain", args.langchain), ("instrument", args.instrument))
+            if on
+        ]
         trace = Trace(
-            run_id, agent=args.agent, framework=args.framework, events=events, engine=engine
+            run_id,
+            agent=args.agent,
+            framework=args.framework,
+            events=events,
+            integrations=integrations,
+            engine=engine,
         )
         with user_errors():
+            if integrations:
+                # A missing framework is one line before the run starts, not a failed run.
+                from .integrations import CELL_SCOPES, load_module
+
+                for name in integrations:
+                    load_module(*CELL_SCOPES[name], f"--{name}")
             if args.watch:
                 api.watch(run_id, engine=engine)
             trace.start()
@@ -436,7 +477,7 @@ class StreamMagics(Magics):
         assert shell is not None
         shell.user_ns[self.context_name] = trace.ctx
         try:
-            with context_scope(trace.ctx):
+            with trace.scope():
                 value = code.run(shell.user_global_ns, shell.user_ns)
         except BaseException as exc:
             try:

@@ -14,7 +14,7 @@ import json
 import math
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from types import TracebackType
 from typing import Any
@@ -106,6 +106,7 @@ class Trace:
         agent: str | None = None,
         framework: str | None = None,
         events: EventsFilter | str | list[str] | None = None,
+        integrations: Iterable[str] = (),
         engine: Engine | None = None,
     ) -> None:
         if isinstance(events, str):
@@ -114,6 +115,8 @@ class Trace:
         self.ctx: StreamContext = self.engine.context(
             run_id, agent_name=agent, framework=framework, events_filter=events
         )
+        self.ctx.traced = True
+        self.integrations = tuple(integrations)
         self.output: Any = None
         self._t0: float | None = None
         self._scope: contextlib.ExitStack | None = None
@@ -136,14 +139,30 @@ class Trace:
         self._t0 = time.perf_counter()
         self.ctx.sync_emit_started()
 
+    def _metadata(self) -> dict[str, Any]:
+        """What integrations learnt about the run: token usage summed over its LLM calls."""
+        return {"usage": dict(self.ctx.usage)} if self.ctx.usage else {}
+
+    def _error_fields(
+        self, exc: BaseException, tb_text: str | None = None
+    ) -> tuple[str, str, dict[str, Any]]:
+        """An error event's message, code and details; the failing step named when an
+        integration saw which one it was."""
+        message = str(exc) or type(exc).__name__
+        details = error_details(exc, tb_text)
+        node = self.ctx.failed_step
+        if node:
+            details["node"] = node
+            message = f"{node}: {message}"
+        return message, type(exc).__name__, details
+
     def complete(self, output: Any = None) -> None:
         if not self.finished:
-            self.ctx.sync_emit_complete(output_of(output), self._latency())
+            self.ctx.sync_emit_complete(output_of(output), self._latency(), self._metadata())
 
     def fail(self, exc: BaseException, tb_text: str | None = None) -> None:
         if not self.finished:
-            message = str(exc) or type(exc).__name__
-            self.ctx.sync_emit_error(message, type(exc).__name__, error_details(exc, tb_text))
+            self.ctx.sync_emit_error(*self._error_fields(exc, tb_text))
 
     def cancel(self, reason: str) -> None:
         if not self.finished:
@@ -158,10 +177,27 @@ class Trace:
         else:
             self.fail(exc, tb_text)
 
+    def scope(self) -> contextlib.ExitStack:
+        """The context the traced code runs in: this run current, integrations installed."""
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(context_scope(self.ctx))
+            if self.integrations:
+                from .integrations import cell_scope
+
+                stack.enter_context(cell_scope(self.ctx, self.integrations))
+        except BaseException:
+            stack.close()
+            raise
+        return stack
+
     def __enter__(self) -> StreamContext:
         self.start()
-        self._scope = contextlib.ExitStack()
-        self._scope.enter_context(context_scope(self.ctx))
+        try:
+            self._scope = self.scope()
+        except BaseException as exc:
+            self.end(exc)
+            raise
         return self.ctx
 
     def __exit__(
@@ -177,8 +213,11 @@ class Trace:
     async def __aenter__(self) -> StreamContext:
         self._t0 = time.perf_counter()
         await self.ctx.emit_started()
-        self._scope = contextlib.ExitStack()
-        self._scope.enter_context(context_scope(self.ctx))
+        try:
+            self._scope = self.scope()
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         return self.ctx
 
     async def __aexit__(
@@ -192,10 +231,8 @@ class Trace:
         if self.finished:
             return
         if exc is None:
-            await self.ctx.emit_complete(output_of(self.output), self._latency())
+            await self.ctx.emit_complete(output_of(self.output), self._latency(), self._metadata())
         elif isinstance(exc, CANCELLING):
             await self.ctx.emit_cancelled(f"interrupted ({type(exc).__name__})")
         else:
-            await self.ctx.emit_error(
-                str(exc) or type(exc).__name__, type(exc).__name__, error_details(exc)
-            )
+            await self.ctx.emit_error(*self._error_fields(exc))

@@ -342,7 +342,8 @@ def test_publish_cell_errors(ip: Any) -> None:
     cases = {
         "bad!id": "invalid run id 'bad!id'",
         "c-x token": "%%publish takes only a run id, not 'token'",
-        "c-x --events-body --agent a": "--agent, --framework and --events apply to a traced",
+        "c-x --events-body --agent a": "--agent applies to a traced cell, not --events-body",
+        "c-x --events-body --langchain --events chat": "--events, --langchain apply to a traced",
         "c-x --bogus": "unrecognized arguments: --bogus",
         "": "the following arguments are required: run_id",
     }
