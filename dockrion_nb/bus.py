@@ -26,7 +26,15 @@ from .backends.base import (
     channel_for,
 )
 from .backends.gapless import join_replay_and_live, sequence_of
-from .events import BaseEvent, EventRecord, as_model, is_event, parse_event, validate_run_id
+from .events import (
+    BaseEvent,
+    EventRecord,
+    as_model,
+    check_publishable,
+    is_event,
+    parse_event,
+    validate_run_id,
+)
 
 EventLike = BaseEvent | Mapping[str, Any]
 
@@ -93,12 +101,14 @@ class EventBus:
 
     @staticmethod
     def _model(run_id: str, event: EventLike) -> BaseEvent:
+        """The model to store: validated, JSON all through (``EventContentError`` names the
+        field that is not), never a ``gap``; refused here, so nothing of it is stored."""
         if not is_event(event):
             return EventBus._model(run_id, parse_event({"run_id": run_id, **event}))  # type: ignore[dict-item]
         model = event
         if model.run_id != run_id:
             raise ValueError(f"event for run {model.run_id!r} published to run {run_id!r}")
-        return model
+        return check_publishable(model)
 
     async def _publish_foreign(self, run_id: str, records: list[EventRecord]) -> list[StoredEvent]:
         channel = channel_for(run_id)

@@ -31,6 +31,7 @@ from .events import (
     StartedEvent,
     StepEvent,
     TokenEvent,
+    check_publishable,
     custom_type,
     validate_run_id,
 )
@@ -140,7 +141,9 @@ class StreamContext:
             return True
         if running is not None:
             # Called from sync code inside a running loop: we cannot block it, so queue the
-            # event behind earlier ones and let one task publish them in order.
+            # event behind earlier ones and let one task publish them in order. Checked now,
+            # so a refused event is an error here, not a log line from that task.
+            check_publishable(event)
             self._enqueue_ordered(running, event)
             return True
         with self._lock:

@@ -9,10 +9,12 @@ local subscriber of a run.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from typing import Any, Literal, TypeGuard
 
 from pydantic import (
@@ -40,6 +42,11 @@ BUILTIN_TYPES = (
 )
 CUSTOM_PREFIX = "custom:"
 GAP_TYPE = "gap"
+MAX_SEQUENCE = 2**53 - 1
+"""The highest sequence every reader counts exactly (JavaScript numbers and Lua numbers are
+doubles: past this, two sequences can read as one)."""
+MAX_DEPTH = 64
+"""How deeply an event's values may nest."""
 
 
 class InvalidRunIdError(ValueError):
@@ -48,6 +55,11 @@ class InvalidRunIdError(ValueError):
 
 class EventValidationError(ValueError):
     """Event data that cannot become an event; the message says which field and why."""
+
+
+class EventContentError(EventValidationError):
+    """An event field holds a value that cannot be stored or sent as JSON; the message names
+    the field's path and the value's type, e.g. ``checkpoint data.o: object is not JSON``."""
 
 
 _known_run_ids: set[str] = set()
@@ -99,6 +111,11 @@ class BaseEvent(BaseModel):
     @classmethod
     def _check_run_id(cls, value: str) -> str:
         return validate_run_id(value)
+
+    @field_validator("sequence", mode="before")
+    @classmethod
+    def _check_sequence(cls, value: Any) -> Any:
+        return check_sequence(value)
 
     @field_validator("timestamp")
     @classmethod
@@ -229,6 +246,183 @@ EVENT_CLASSES: dict[str, type[BaseEvent]] = {
     GAP_TYPE: GapEvent,
 }
 
+
+# -- what may be stored: JSON values, countable sequences ----------------------------------------
+
+
+def check_sequence(value: Any) -> Any:
+    """``value`` if it is a sequence every reader can count (0: not assigned yet)."""
+    if type(value) is int and 0 <= value <= MAX_SEQUENCE:
+        return value
+    if (
+        isinstance(value, str)
+        and value.isascii()
+        and value.isdigit()
+        and int(value) <= MAX_SEQUENCE
+    ):
+        return value  # JSON text read back from a stream field; pydantic makes it an int
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    raise ValueError(
+        f"sequence must be an integer from 1 to 2**53-1 (0 or none: the bus assigns one), "
+        f"not {shown}"
+    )
+
+
+_HINTS: dict[type, str] = {
+    bytes: "decode it to str, or base64 it",
+    bytearray: "decode it to str, or base64 it",
+    set: "use a list",
+    frozenset: "use a list",
+    complex: "use two floats",
+}
+_ISO_HINT = "use .isoformat()"
+_SCALARS = (type(None), bool, int)
+_FIXED = frozenset({"run_id", "sequence", "timestamp"})  # validated by the model itself
+
+
+class _Walk:
+    """One event's values, checked in place (no copy, no serialising): JSON types only, str
+    keys, finite floats, UTF-8-encodable text, no cycles, at most ``MAX_DEPTH`` levels."""
+
+    __slots__ = ("ancestors", "kind")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.ancestors: list[int] = []
+
+    def fail(self, path: list[str], what: str) -> EventContentError:
+        shown = path if len(path) <= 8 else [*path[:6], "...", path[-1]]
+        where = "".join(p if p.startswith("[") else "." + p for p in shown).lstrip(".")
+        return EventContentError(f"{self.kind} {where}: {what}")
+
+    def text(self, value: str, path: list[str]) -> None:
+        if value.isascii():
+            return
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = value[exc.start : exc.start + 1]
+            raise self.fail(
+                path,
+                f"str with a lone surrogate ({bad!r} at {exc.start}) is not valid text "
+                "(it cannot be stored as UTF-8)",
+            ) from None
+
+    def value(self, value: Any, path: list[str]) -> None:
+        kind = type(value)
+        if kind is str:
+            self.text(value, path)
+        elif kind in _SCALARS:
+            return
+        elif kind is float:
+            if not math.isfinite(value):
+                raise self.fail(path, f"float {value!r} is not JSON (use None or a str)")
+        elif kind is dict or kind is list or kind is tuple:
+            self.container(value, path)
+        elif isinstance(value, str):  # str subclasses (enums of str) are text
+            self.text(str(value), path)
+        elif isinstance(value, int):  # IntEnum and other int subclasses are numbers
+            return
+        elif isinstance(value, float):
+            self.value(float(value), path)
+        elif isinstance(value, Mapping | list | tuple):
+            self.container(value, path)
+        else:
+            name = kind.__name__
+            hint = _HINTS.get(kind)
+            if hint is None and isinstance(value, datetime | date | time_of_day):
+                hint = _ISO_HINT
+            raise self.fail(path, f"{name} is not JSON ({hint or 'use str(), a dict or a list'})")
+
+    def container(self, value: Any, path: list[str]) -> None:
+        ident = id(value)
+        if ident in self.ancestors:
+            what = "dict" if isinstance(value, Mapping) else type(value).__name__
+            raise self.fail(path, f"a {what} that contains itself is not JSON")
+        if len(self.ancestors) >= MAX_DEPTH:
+            raise self.fail(path, f"nested deeper than {MAX_DEPTH} levels")
+        self.ancestors.append(ident)
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise self.fail(
+                        path,
+                        f"key {key!r} ({type(key).__name__}) is not a JSON object key "
+                        "(use str keys)",
+                    )
+                self.text(key, path)
+                kind = type(item)
+                if kind is not str and kind not in _SCALARS:
+                    self.value(item, [*path, str(key)])
+                elif kind is str and not item.isascii():
+                    self.text(item, [*path, str(key)])
+        else:
+            for i, item in enumerate(value):
+                kind = type(item)
+                if kind is not str and kind not in _SCALARS:
+                    self.value(item, [*path, f"[{i}]"])
+                elif kind is str and not item.isascii():
+                    self.text(item, [*path, f"[{i}]"])
+        self.ancestors.pop()
+
+
+def _checked_fields(cls: type[BaseEvent]) -> tuple[str, ...]:
+    names = tuple(n for n in cls.model_fields if n not in _FIXED)
+    _FIELDS_TO_CHECK[cls] = names
+    return names
+
+
+_FIELDS_TO_CHECK: dict[type[BaseEvent], tuple[str, ...]] = {}
+
+
+def check_content(event: BaseEvent) -> None:
+    """Raise ``EventContentError`` unless every value of ``event`` can be stored and sent as
+    JSON by every backend (and read back the same way): checked at publish, so a bad value is
+    one clear error there instead of a stuck view or a failed write later."""
+    cls = type(event)
+    names = _FIELDS_TO_CHECK.get(cls) or _checked_fields(cls)
+    fields = event.__dict__
+    walk: _Walk | None = None
+    for name in names:
+        value = fields[name]
+        kind = type(value)
+        if kind is str:
+            if value.isascii():
+                continue
+        elif value is None or kind in _SCALARS:
+            continue
+        if walk is None:
+            walk = _Walk(event.type)
+        walk.value(value, [name])
+    extra = event.__pydantic_extra__
+    if extra:
+        walk = walk or _Walk(event.type)
+        for name, value in extra.items():
+            walk.value(value, [name])
+
+
+def check_wire(data: Mapping[str, Any]) -> None:
+    """``check_content`` for an event as a wire dict (Dockrion's protocol), sequence included."""
+    if "sequence" in data:
+        try:
+            check_sequence(data["sequence"])
+        except ValueError as exc:
+            raise EventValidationError(f"invalid {data.get('type', '?')!s} event: {exc}") from None
+    walk = _Walk(str(data.get("type", "event")))
+    for name, value in data.items():
+        if name not in _FIXED:
+            walk.value(value, [str(name)])
+
+
+def check_publishable(event: BaseEvent) -> BaseEvent:
+    """``event`` if it may be published: JSON content, and not a ``gap`` (subscribers make
+    those where events are missing; a stored one would read as a real loss)."""
+    if event.type == GAP_TYPE:
+        raise EventValidationError("'gap' events are made by subscribers, not published")
+    check_content(event)
+    return event
+
+
 Event = BaseEvent
 
 
@@ -338,9 +532,22 @@ def make_event(event_type: str, run_id: str, **fields: Any) -> BaseEvent:
     return parse_event({"type": kind, "run_id": run_id, **fields})
 
 
+_SUMMARY_SKIP = frozenset({"id", "type", "run_id", "sequence", "timestamp"})
+
+
+def _preview(value: Any, limit: int) -> str:
+    """``value`` as short JSON; a value JSON cannot hold (from a backend others wrote) as its
+    repr, so a summary never raises."""
+    try:
+        text = json.dumps(value, default=str)
+    except (ValueError, TypeError, RecursionError):
+        text = repr(value)
+    return text[:limit]
+
+
 def summarize(event: BaseEvent) -> str:
     """One line for logs, tables and terminals."""
-    d = event.model_dump(exclude={"id", "type", "run_id", "sequence", "timestamp"})
+    d = {k: v for k, v in event if k not in _SUMMARY_SKIP}  # extra fields included
     match event:
         case TokenEvent():
             return repr(event.content) + (
@@ -353,10 +560,10 @@ def summarize(event: BaseEvent) -> str:
             took = f" {event.duration_ms} ms" if event.duration_ms is not None else ""
             return f"{event.node_name}{took}"
         case CheckpointEvent():
-            return f"{event.name} {json.dumps(event.data, default=str)[:80]}"
+            return f"{event.name} {_preview(event.data, 80)}"
         case CompleteEvent():
             took = f" in {event.latency_seconds:.2f} s" if event.latency_seconds is not None else ""
-            return f"complete{took} {json.dumps(event.output, default=str)[:60]}"
+            return f"complete{took} {_preview(event.output, 60)}"
         case ErrorEvent():
             return f"{event.code}: {event.error}"
         case StartedEvent():
@@ -364,12 +571,14 @@ def summarize(event: BaseEvent) -> str:
         case GapEvent():
             return f"missed {event.from_sequence}..{event.to_sequence}: {event.reason}"
         case _:
-            return json.dumps(d, default=str)[:100] if d else ""
+            return _preview(d, 100) if d else ""
 
 
 __all__ = [
     "BUILTIN_TYPES",
     "MANDATORY_TYPES",
+    "MAX_DEPTH",
+    "MAX_SEQUENCE",
     "TERMINAL_TYPES",
     "BaseEvent",
     "CancelledEvent",
@@ -378,6 +587,7 @@ __all__ = [
     "CustomEvent",
     "ErrorEvent",
     "Event",
+    "EventContentError",
     "EventRecord",
     "EventValidationError",
     "GapEvent",
@@ -389,6 +599,10 @@ __all__ = [
     "TokenEvent",
     "as_model",
     "as_wire",
+    "check_content",
+    "check_publishable",
+    "check_sequence",
+    "check_wire",
     "custom_type",
     "is_event",
     "make_event",

@@ -17,6 +17,7 @@ import bisect
 import contextlib
 import html
 import importlib
+import json
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import anywidget
 import traitlets as t
+from pydantic_core import PydanticSerializationError
 
 from .engine import Engine, get_engine
 from .events import (
@@ -79,10 +81,16 @@ CSS_PATH = ASSET_DIR / "widget.css"
 # -- wire format ------------------------------------------------------------------------------
 
 
-def encode_events(events: Sequence[BaseEvent]) -> list[dict[str, Any]]:
+def encode_events(
+    events: Sequence[BaseEvent], unsendable: list[tuple[BaseEvent, str]] | None = None
+) -> list[dict[str, Any]]:
     """Events as the front end reads them: each event's wire dict without ``run_id``, except
     that consecutive tokens (sequence n, n+1, ...) become one entry with ``parts`` (their
-    contents) and ``dt`` (milliseconds after the first one's timestamp)."""
+    contents) and ``dt`` (milliseconds after the first one's timestamp).
+
+    An event that cannot be encoded (publish refuses those, but one may come from a backend
+    written by others) is left out and added to ``unsendable`` with the reason, so one bad
+    event never stops a view."""
     out: list[dict[str, Any]] = []
     run: dict[str, Any] | None = None
     run_start = 0.0
@@ -109,7 +117,13 @@ def encode_events(events: Sequence[BaseEvent]) -> list[dict[str, Any]]:
             out.append(run)
             continue
         run = None
-        data = event.to_dict()
+        try:
+            data = event.to_dict()
+            json.dumps(data, allow_nan=False)  # what the comm will do with it
+        except (ValueError, TypeError, RecursionError, PydanticSerializationError) as exc:
+            if unsendable is not None:
+                unsendable.append((event, f"{type(exc).__name__}: {exc}"[:200]))
+            continue
         data.pop("run_id", None)
         out.append(data)
     return out
@@ -221,6 +235,9 @@ class RunView(anywidget.AnyWidget):
         self._terminal_seen = False
         self._caught_up = False
         self._remove_switch_listener: Any = None
+        self._unsendable_seen: set[int] = set()
+        self._problem_note = ""
+        self._end_note = ""
         self.messages_sent = 0
         self.on_msg(self._on_front_end_msg)
         ref = weakref.ref(self)
@@ -428,6 +445,9 @@ class RunView(anywidget.AnyWidget):
                 note = "subscription failed: " + scrub(str(failure[0]))
             elif ended_by_terminal:
                 note = f"run finished ({self.status})"
+            self._end_note = note
+            if note and self._problem_note:
+                note = f"{note}; {self._problem_note}"
             self._set_state(connection="closed", **({"note": note} if note else {}))
             self._flush_now()
             self._ended.set()
@@ -506,6 +526,7 @@ class RunView(anywidget.AnyWidget):
             self._settled.set()
             return
         sent = 0
+        unsendable: list[tuple[BaseEvent, str]] = []
         pending, self._pending = self._pending, []
         if pending:
             last = max((e.sequence for e in pending), default=0)
@@ -515,15 +536,17 @@ class RunView(anywidget.AnyWidget):
                     "kind": "events",
                     "prev": self._sent_upto,
                     "last": last,
-                    "events": encode_events(pending),
+                    "events": encode_events(pending, unsendable),
                 }
             )
             self._sent_upto = last
             sent += 1
         if self._replay_requests:
             after = self._replay_requests.pop(0)
-            self._emit(self._replay_chunk(after))
+            self._emit(self._replay_chunk(after, unsendable))
             sent += 1
+        if unsendable:
+            self._note_unsendable(unsendable)
         if self._dirty or pending:
             self._dirty = False
             with self._lock:
@@ -551,7 +574,9 @@ class RunView(anywidget.AnyWidget):
         """One custom message to the front end (a test seam: subclasses capture it)."""
         self.send(payload)
 
-    def _replay_chunk(self, after: int) -> dict[str, Any]:
+    def _replay_chunk(
+        self, after: int, unsendable: list[tuple[BaseEvent, str]] | None = None
+    ) -> dict[str, Any]:
         with self._lock:
             start = bisect.bisect_right(self._keys, after)
             chunk = self._events[start : start + REPLAY_CHUNK]
@@ -561,9 +586,25 @@ class RunView(anywidget.AnyWidget):
             "kind": "replay",
             "after": after,
             "last": last,
-            "events": encode_events(chunk),
+            "events": encode_events(chunk, unsendable),
             "more": more,
         }
+
+    def _note_unsendable(self, unsendable: list[tuple[BaseEvent, str]]) -> None:
+        """Say in the view's note which events could not be shown, once each; the view goes on
+        with the next events."""
+        fresh = [(e, why) for e, why in unsendable if id(e) not in self._unsendable_seen]
+        if not fresh:
+            return
+        for event, _ in fresh:
+            self._unsendable_seen.add(id(event))
+        event, why = fresh[0]
+        more = f" (and {len(fresh) - 1} more)" if len(fresh) > 1 else ""
+        self._problem_note = scrub(
+            f"event #{event.sequence} ({event.type}) could not be shown{more}: {why}"
+        )
+        end = self._end_note
+        self.note = f"{end}; {self._problem_note}" if end else self._problem_note
 
     def _on_front_end_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
         """Kernel thread: the front end asks for events after a sequence (pull style)."""

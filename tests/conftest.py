@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from servers import PrivateServer
+
+from dockrion_nb import InMemoryBackend
+from dockrion_nb.backends.base import RunLogBackend
 
 STRICT = os.environ.get("DOCKRION_NB_STRICT_SKIPS") == "1"
 
@@ -77,3 +80,39 @@ def redis_cleanup(url: str, *run_ids: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+# -- one factory per backend kind, for suites that run on every backend -------------------
+
+BACKENDS = ["memory", "redis", "valkey"]
+
+Factory = Callable[..., RunLogBackend]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_factory(request: pytest.FixtureRequest) -> Iterator[Factory]:
+    """Builds backends of one kind (inside the test's loop); removes Redis keys afterwards."""
+    kind = request.param
+    url = None
+    if kind != "memory":
+        url = request.getfixturevalue("redis_url" if kind == "redis" else "valkey_url")
+    used: list[str] = []
+
+    def make(max_events: int = 100_000) -> RunLogBackend:
+        if url is None:
+            return InMemoryBackend(max_events_per_run=max_events)
+        from dockrion_nb.backends.redis import RedisBackend
+
+        return RedisBackend(url, stream_ttl_seconds=600, max_events_per_run=max_events)
+
+    make.kind = kind  # type: ignore[attr-defined]
+    make.used = used  # type: ignore[attr-defined]
+    yield make
+    if url is not None and used:
+        redis_cleanup(url, *used)
+
+
+def new_run(factory: Factory) -> str:
+    rid = f"c-{uuid.uuid4().hex[:12]}"
+    factory.used.append(rid)  # type: ignore[attr-defined]
+    return rid

@@ -8,50 +8,14 @@ publish.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import redis_cleanup
+from conftest import Factory, new_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockrion_nb import EventBus, InMemoryBackend
-from dockrion_nb.backends.base import RunLogBackend
+from dockrion_nb import EventBus
 from dockrion_nb.events import BaseEvent, CompleteEvent, TokenEvent
-
-BACKENDS = ["memory", "redis", "valkey"]
-
-Factory = Callable[..., RunLogBackend]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend_factory(request: pytest.FixtureRequest) -> Iterator[Factory]:
-    """Builds backends of one kind (inside the test's loop); removes Redis keys afterwards."""
-    kind = request.param
-    url = None
-    if kind != "memory":
-        url = request.getfixturevalue("redis_url" if kind == "redis" else "valkey_url")
-    used: list[str] = []
-
-    def make(max_events: int = 100_000) -> RunLogBackend:
-        if url is None:
-            return InMemoryBackend(max_events_per_run=max_events)
-        from dockrion_nb.backends.redis import RedisBackend
-
-        return RedisBackend(url, stream_ttl_seconds=600, max_events_per_run=max_events)
-
-    make.kind = kind  # type: ignore[attr-defined]
-    make.used = used  # type: ignore[attr-defined]
-    yield make
-    if url is not None and used:
-        redis_cleanup(url, *used)
-
-
-def new_run(factory: Factory) -> str:
-    rid = f"c-{uuid.uuid4().hex[:12]}"
-    factory.used.append(rid)  # type: ignore[attr-defined]
-    return rid
 
 
 def tokens(run_id: str, n: int, start: int = 0) -> list[BaseEvent]:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from dockrion_nb import EventBus, InMemoryBackend, build_backend
 from dockrion_nb.backends.base import BackendClosedError, EventBackend, RunLogBackend
-from dockrion_nb.events import TokenEvent
+from dockrion_nb.events import CompleteEvent, TokenEvent
 
 
 def tokens(run_id: str, n: int) -> list[TokenEvent]:
@@ -38,7 +42,7 @@ async def test_each_subscriber_has_its_own_queue() -> None:
     backend = InMemoryBackend()
     subs = [backend.subscribe("run:r") for _ in range(3)]
     assert backend.subscriber_count("r") == 3
-    queues = {id(s.items) for s in backend._subscribers["r"]}
+    queues = {id(ref().items) for ref in backend._subscribers["r"]}
     assert len(queues) == 3
     for s in subs:
         await s.aclose()  # type: ignore[attr-defined]
@@ -176,3 +180,74 @@ def test_build_backend_memory_by_default() -> None:
         "backend": "memory",
         "max_events_per_run": 50,
     }
+
+
+async def test_subscriptions_dropped_unread_are_released_when_collected() -> None:
+    backend = InMemoryBackend()
+    bus = EventBus(backend)
+    await bus.publish("r", TokenEvent(run_id="r", content="x"))
+    for _ in range(1000):
+        bus.subscribe("r")  # never read, never closed
+        backend.subscribe("run:r")  # Dockrion's protocol, the same
+    gc.collect()
+    assert backend.subscriber_count("r") == 0
+    assert backend._subscribers == {}
+    kept = bus.subscribe("r")  # one still held is still attached and fed
+    await bus.publish_many("r", tokens("r", 3))
+    assert backend.subscriber_count("r") == 1
+    assert [e.sequence async for e in _take(kept, 4)] == [1, 2, 3, 4]
+
+
+async def _take(stream: Any, n: int) -> AsyncIterator[Any]:
+    for _ in range(n):
+        yield await anext(stream)
+
+
+async def _list(stream: AsyncIterator[Any]) -> list[Any]:
+    return [e async for e in stream]
+
+
+async def test_a_live_message_that_was_never_stored_cannot_silence_a_follower() -> None:
+    """A stray Dockrion-protocol publish far ahead of the run (never stored) is not handed to
+    followers, so they do not skip the stored events that follow it."""
+    backend = InMemoryBackend()
+    bus = EventBus(backend)
+    await bus.publish("r", TokenEvent(run_id="r", content="first"))
+    follower = bus.subscribe("r", 1)
+    assert (await anext(follower)).sequence == 1
+    stray = {"type": "token", "run_id": "r", "sequence": 500, "content": "stray"}
+    await backend.publish("run:r", stray)
+    await bus.publish_many("r", tokens("r", 4))
+    await bus.publish("r", CompleteEvent(run_id="r"))
+    got = await asyncio.wait_for(_list(_take(follower, 5)), 5)
+    assert [(e.sequence, e.type) for e in got] == [
+        (2, "token"),
+        (3, "token"),
+        (4, "token"),
+        (5, "token"),
+        (6, "complete"),
+    ]
+    await follower.aclose()
+
+
+async def test_max_runs_evicts_the_run_written_least_recently_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = InMemoryBackend(max_runs=2)
+    bus = EventBus(backend)
+    await bus.publish("a", TokenEvent(run_id="a", content="x"))
+    await bus.publish("b", TokenEvent(run_id="b", content="x"))
+    await bus.publish("a", TokenEvent(run_id="a", content="y"))  # a is now the most recent
+    with caplog.at_level(logging.WARNING, logger="dockrion_nb.memory"):
+        await bus.publish("c", TokenEvent(run_id="c", content="x"))
+    assert sorted(s.run_id for s in await bus.list_runs()) == ["a", "c"]
+    assert backend.evicted_runs == 1
+    assert "evicted 'b', the least recently written" in caplog.text
+    assert "max_runs" in caplog.text
+    assert backend.describe()["max_runs"] == 2
+    with pytest.raises(ValueError, match=r"max_runs must be >= 1 or None, not 0"):
+        InMemoryBackend(max_runs=0)
+
+
+def test_memory_backend_keeps_runs_without_bound_by_default() -> None:
+    assert InMemoryBackend().max_runs is None

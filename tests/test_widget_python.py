@@ -419,3 +419,32 @@ def test_redis_view_shows_reconnecting_and_resumes_after_a_restart(
         view.close()
     finally:
         server.close()
+
+
+def test_an_event_the_view_cannot_send_is_noted_and_the_view_keeps_following(
+    engine: Engine,
+) -> None:
+    """An event no publish check saw (written straight into Dockrion's own backend) that the
+    view cannot encode: the view says so in its note and still reaches ``complete``."""
+    from dockrion_events import InMemoryBackend as DockrionMemory
+
+    backend = DockrionMemory()
+    engine.use(backend)
+    run_id = "foreign-bad"
+    rows: list[dict[str, Any]] = [
+        {"type": "started", "sequence": 1},
+        {"type": "checkpoint", "sequence": 2, "name": "n", "data": {"o": object()}},
+        {"type": "token", "sequence": 3, "content": "still here"},
+        {"type": "complete", "sequence": 4},
+    ]
+    for row in rows:
+        engine.run(backend.store_event(run_id, {"run_id": run_id, **row}))
+    view = CapturingRunView(run_id, engine=engine)
+    try:
+        assert view.wait(timeout=10) == "complete"
+        wait_until(lambda: 4 in wire_sequences(view))
+        assert wire_sequences(view) == [1, 3, 4]
+        assert "event #2 (checkpoint) could not be shown" in view.note
+        assert "object" in view.note
+    finally:
+        view.close()

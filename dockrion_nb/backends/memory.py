@@ -6,6 +6,14 @@ silent drop: a subscriber whose queue fills stops receiving through it and, once
 the queue, catches up from the store; if the store has trimmed what it missed, it receives a
 ``gap`` event that says so. Publishers yield to the loop when a subscriber falls behind, so a
 same-loop consumer keeps up instead of overflowing.
+
+Followers (``follow``, what the bus uses) only ever see stored events: a Dockrion-protocol
+``publish`` that is never stored reaches Dockrion-protocol subscribers only, as Redis Pub/Sub
+would, and cannot make a follower skip the stored events that follow it. Subscriptions are held
+weakly: one that is dropped without being read or closed is released when it is collected.
+
+Runs are kept until cleared, unless ``max_runs`` is set: then the run written to least
+recently is evicted when a new run would exceed it, and a log line names it.
 """
 
 from __future__ import annotations
@@ -14,11 +22,20 @@ import asyncio
 import bisect
 import fnmatch
 import logging
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from ..events import BaseEvent, as_model, as_wire, with_sequence
+from ..events import (
+    MAX_SEQUENCE,
+    BaseEvent,
+    EventValidationError,
+    as_model,
+    as_wire,
+    check_wire,
+    with_sequence,
+)
 from .base import (
     BackendClosedError,
     RunSummary,
@@ -182,22 +199,41 @@ class InMemoryBackend:
     name = "memory"
     stores_models = True  # the bus may hand it event models (see ``append``)
 
-    def __init__(self, max_events_per_run: int = 1000, *, queue_size: int = DEFAULT_QUEUE_SIZE):
+    def __init__(
+        self,
+        max_events_per_run: int = 1000,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        max_runs: int | None = None,
+    ):
         if max_events_per_run < 1:
             raise ValueError(f"max_events_per_run must be >= 1, not {max_events_per_run}")
+        if max_runs is not None and max_runs < 1:
+            raise ValueError(f"max_runs must be >= 1 or None, not {max_runs}")
+        # Runs in the order they were last written to (the last is the most recent).
         self._events: dict[str, RunLog] = {}
-        self._subscribers: dict[str, list[_Subscription]] = {}
+        # Held weakly (see the module doc); each list is replaced, never changed in place, so
+        # a publisher iterating it is not disturbed by a subscription collected meanwhile.
+        self._subscribers: dict[str, list[weakref.ref[_Subscription]]] = {}
         self._max_events_per_run = max_events_per_run
+        self._max_runs = max_runs
         self._queue_size = queue_size
         self._closed = False
         self.fallback_reason: str | None = None
+        self.evicted_runs = 0
 
     @property
     def max_events_per_run(self) -> int:
         return self._max_events_per_run
 
+    @property
+    def max_runs(self) -> int | None:
+        return self._max_runs
+
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"backend": "memory", "max_events_per_run": self._max_events_per_run}
+        if self._max_runs is not None:
+            out["max_runs"] = self._max_runs
         if self.fallback_reason:
             out["fallback_reason"] = self.fallback_reason
         return out
@@ -212,14 +248,24 @@ class InMemoryBackend:
     # -- Dockrion's protocol -------------------------------------------------------------
 
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
-        """Deliver to live subscribers only (store with ``store_event``), as Dockrion does."""
+        """Deliver to Dockrion-protocol subscribers only (store with ``store_event``), as
+        Dockrion does; followers get the event when it is stored."""
         self._check_open()
-        for sub in self._subscribers.get(run_id_of(channel), ()):
-            sub.offer(event)
+        check_wire(event)
+        for ref in self._subscribers.get(run_id_of(channel), ()):
+            sub = ref()
+            if sub is not None and sub.wire:
+                sub.offer(event)
 
     async def store_event(self, run_id: str, event: dict[str, Any]) -> None:
+        """Store, and hand to followers (who read stored events only)."""
         self._check_open()
+        check_wire(event)
         self._log(run_id).append(event, self._max_events_per_run)
+        for ref in self._subscribers.get(run_id, ()):
+            sub = ref()
+            if sub is not None and not sub.wire:
+                sub.offer(event)
 
     def subscribe(self, channel: str) -> AsyncIterator[dict[str, Any]]:
         """Live events on ``channel`` from now on (Dockrion's semantics)."""
@@ -243,18 +289,36 @@ class InMemoryBackend:
     async def close(self) -> None:
         """End every subscriber at once; later calls raise ``BackendClosedError``."""
         self._closed = True
-        for subs in list(self._subscribers.values()):
-            for sub in list(subs):
-                sub.close()
+        for refs in list(self._subscribers.values()):
+            for ref in refs:
+                sub = ref()
+                if sub is not None:
+                    sub.close()
         self._subscribers.clear()
 
     # -- ours ------------------------------------------------------------------------------
 
     async def append(self, run_id: str, events: Sequence[StoredEvent]) -> list[StoredEvent]:
-        """Models are stored as they are (no serialising inside one process); dicts too."""
+        """Models are stored as they are (no serialising inside one process); dicts too.
+
+        Models come checked from the bus (``check_publishable``); dicts are checked here. A
+        batch is refused whole, before anything of it is stored."""
         self._check_open()
+        unnumbered = 0
+        for event in events:
+            if isinstance(event, dict):
+                check_wire(event)
+                unnumbered += not event.get("sequence")
+            else:
+                unnumbered += not event.sequence
         log_ = self._log(run_id)
-        subs = self._subscribers.get(run_id, ())
+        if unnumbered and log_.last_sequence + unnumbered > MAX_SEQUENCE:
+            raise EventValidationError(
+                f"run {run_id!r} has reached the last sequence (2**53-1): clear it "
+                "(clear_run) or publish to a new run id"
+            )
+        refs = self._subscribers.get(run_id, ())
+        subs = [sub for ref in refs if (sub := ref()) is not None]
         limit = self._max_events_per_run
         stored: list[StoredEvent] = []
         for event in events:
@@ -322,24 +386,58 @@ class InMemoryBackend:
         return out
 
     def subscriber_count(self, run_id: str) -> int:
-        return len(self._subscribers.get(run_id, ()))
+        """Live subscriptions of ``run_id`` (collected ones are not counted)."""
+        return sum(ref() is not None for ref in self._subscribers.get(run_id, ()))
 
     # -- internals ---------------------------------------------------------------------------
 
     def _log(self, run_id: str) -> RunLog:
-        log_ = self._events.get(run_id)
+        """The run's log, made the most recently written run (``max_runs`` evicts the least)."""
+        events = self._events
+        log_ = events.get(run_id)
         if log_ is None:
-            log_ = self._events[run_id] = RunLog()
+            log_ = events[run_id] = RunLog()
+            if self._max_runs is not None and len(events) > self._max_runs:
+                self._evict(len(events) - self._max_runs)
+        elif next(reversed(events)) != run_id:
+            del events[run_id]
+            events[run_id] = log_
         return log_
+
+    def _evict(self, count: int) -> None:
+        gone = [run_id for run_id, _ in zip(self._events, range(count), strict=False)]
+        for run_id in gone:
+            del self._events[run_id]
+        self.evicted_runs += len(gone)
+        log.warning(
+            "memory backend holds at most %d runs (max_runs): evicted %s, the least recently "
+            "written",
+            self._max_runs,
+            ", ".join(repr(r) for r in gone),
+        )
 
     def _attach(self, run_id: str, after: int) -> _Subscription:
         sub = _Subscription(self, run_id, after, self._queue_size)
-        self._subscribers.setdefault(run_id, []).append(sub)
+
+        def collected(ref: weakref.ref[_Subscription], run_id: str = run_id) -> None:
+            self._remove_ref(run_id, ref)
+
+        refs = self._subscribers.get(run_id, [])
+        self._subscribers[run_id] = [*refs, weakref.ref(sub, collected)]
         return sub
 
     def _detach(self, sub: _Subscription) -> None:
-        subs = self._subscribers.get(sub.run_id)
-        if subs and sub in subs:
-            subs.remove(sub)
-            if not subs:
-                del self._subscribers[sub.run_id]
+        for ref in self._subscribers.get(sub.run_id, ()):
+            if ref() is sub:
+                self._remove_ref(sub.run_id, ref)
+                return
+
+    def _remove_ref(self, run_id: str, dead: weakref.ref[_Subscription]) -> None:
+        refs = self._subscribers.get(run_id)
+        if refs is None or dead not in refs:
+            return
+        rest = [r for r in refs if r is not dead]
+        if rest:
+            self._subscribers[run_id] = rest
+        else:
+            del self._subscribers[run_id]

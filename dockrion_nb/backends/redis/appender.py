@@ -12,7 +12,14 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..base import BackendClosedError, BackendConnectionError, BackendPublishError, EventDict
+from ...events import EventValidationError
+from ..base import (
+    BackendClosedError,
+    BackendConnectionError,
+    BackendError,
+    BackendPublishError,
+    EventDict,
+)
 from ..gapless import sequence_of
 from .keys import counter_key, pubsub_channel, stream_key
 from .link import CommandLink
@@ -60,11 +67,15 @@ class Appender:
             args += [body, seq, str(event.get("type") or "unknown")]
         try:
             seqs = await self._call([stream_key(run_id), counter_key(run_id)], args)
+        except ResponseError as exc:
+            if str(exc).startswith("SEQUENCE_LIMIT"):
+                raise EventValidationError(
+                    f"run {run_id!r} {str(exc).removeprefix('SEQUENCE_LIMIT the run ')}: clear "
+                    "it (clear_run) or publish to a new run id"
+                ) from None
+            raise self._publish_error(run_id, exc) from None
         except (RedisError, OSError) as exc:
-            error = backend.error_for(exc, f"publishing to run {run_id!r}")
-            if not isinstance(error, BackendConnectionError | BackendClosedError):
-                error = BackendPublishError(error.message, backend="redis")
-            raise error from None
+            raise self._publish_error(run_id, exc) from None
         top = max((int(seq) for seq in seqs), default=0)
         if top > self._floors.get(run_id, 0):
             if run_id not in self._floors and len(self._floors) >= FLOORS_KEPT:
@@ -73,6 +84,12 @@ class Appender:
         if assign:
             for event, seq in zip(events, seqs, strict=True):
                 event["sequence"] = int(seq)
+
+    def _publish_error(self, run_id: str, exc: BaseException) -> BackendError:
+        error = self._backend.error_for(exc, f"publishing to run {run_id!r}")
+        if not isinstance(error, BackendConnectionError | BackendClosedError):
+            error = BackendPublishError(error.message, backend="redis")
+        return error
 
     def forget(self, run_id: str) -> None:
         """The run was cleared on purpose: its numbering may start again from 1."""

@@ -17,7 +17,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from ...events import BaseEvent, EventValidationError, as_model, as_wire, validate_run_id
+from ...events import (
+    BaseEvent,
+    EventValidationError,
+    as_model,
+    as_wire,
+    check_wire,
+    validate_run_id,
+)
 from ...redaction import mask_url, scrub
 from ..base import (
     BackendClosedError,
@@ -274,6 +281,7 @@ class RedisBackend:
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
         """PUBLISH only (store with ``store_event``), as Dockrion's backend does."""
         self.check_open()
+        check_wire(event)
         try:
             await self._client.publish(f"events:{channel}", dumps(event))
         except (RedisError, OSError) as exc:
@@ -283,6 +291,7 @@ class RedisBackend:
         """XADD + EXPIRE in one round trip; the event keeps its sequence (even 0), as in
         Dockrion, and the run's counter moves up to it. Failures raise (Dockrion logs them)."""
         self.check_open()
+        check_wire(event)
         await self._appender.append(run_id, [event], publish=False, assign=False)
 
     def subscribe(self, channel: str) -> AsyncIterator[dict[str, Any]]:
@@ -325,6 +334,9 @@ class RedisBackend:
         """Assign, store and publish in one round trip per ``BATCH_LIMIT`` events."""
         self.check_open()
         validate_run_id(run_id)
+        for event in events:
+            if isinstance(event, dict):  # models come checked from the bus
+                check_wire(event)
         wire = [as_wire(e) for e in events]
         for start in range(0, len(wire), BATCH_LIMIT):
             await self._appender.append(

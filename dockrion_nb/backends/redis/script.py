@@ -10,7 +10,8 @@ from typing import Any
 # KEYS: stream, counter. ARGV: maxlen, ttl, channel ('' = store only), assign ('1'/'0'),
 # floor (the highest sequence the caller has written to the run; numbering never goes below
 # it, even if the server lost the run), then (json, given sequence, type) per event.
-# Returns the sequences as stored.
+# Returns the sequences as stored. A run whose numbering would pass 2**53-1 (past it, doubles
+# such as Lua's numbers cannot tell two sequences apart) is refused before anything is written.
 APPEND_LUA = """
 local stream, counter_key = KEYS[1], KEYS[2]
 local maxlen, ttl, channel, assign = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
@@ -25,6 +26,18 @@ if last[1] then
       local s = tonumber(fields[i + 1])
       if s and s > counter then counter = s end
     end
+  end
+end
+if counter > 9007199254740991 then
+  return redis.error_reply('SEQUENCE_LIMIT the run holds a sequence past 2**53-1')
+end
+if assign then
+  local unnumbered = 0
+  for i = 7, #ARGV, 3 do
+    if (tonumber(ARGV[i]) or 0) <= 0 then unnumbered = unnumbered + 1 end
+  end
+  if counter + unnumbered > 9007199254740991 then
+    return redis.error_reply('SEQUENCE_LIMIT the run has reached the last sequence (2**53-1)')
   end
 end
 local out = {}
