@@ -8,6 +8,7 @@ markers. Everything published after the refused event still flows, in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from typing import Any
 
@@ -170,3 +171,56 @@ async def test_a_refused_sync_emit_raises_in_the_caller_and_the_run_goes_on() ->
     await ctx.flush()
     await asyncio.sleep(0)
     assert [e.type for e in await bus.get_events("sync-run")] == ["token", "token"]
+
+
+async def test_a_live_message_the_store_never_holds_is_skipped_not_delivered(
+    backend_factory: Factory,
+) -> None:
+    """A message far ahead of the run, published but never stored (a stray writer, a bug),
+    reaching a follower that waits live: it is not delivered, and the follower goes on with
+    the stored events that follow."""
+    run_id = new_run(backend_factory)
+    backend = backend_factory()
+    async with EventBus(backend) as bus:
+        await bus.publish(run_id, TokenEvent(run_id=run_id, content="first"))
+        follower = bus.subscribe(run_id, 1)
+        got: list[tuple[int, str]] = []
+        first_seen = asyncio.Event()
+
+        async def read() -> None:
+            async for event in follower:
+                got.append((event.sequence, event.type))
+                first_seen.set()
+                if event.type == "complete":
+                    # the follower looks at the store a few times more before it gives the
+                    # stray up; keep reading so that happens (nothing else should arrive)
+                    with contextlib.suppress(TimeoutError):
+                        got.append(await asyncio.wait_for(_next(follower), 1.0))
+                    return
+
+        reader = asyncio.create_task(read())
+        await asyncio.wait_for(first_seen.wait(), 5)
+        await asyncio.sleep(0.2)  # the follower waits live now
+        stray = {"type": "token", "run_id": run_id, "sequence": 500, "content": "stray"}
+        await backend.publish(f"run:{run_id}", stray)  # Dockrion's protocol: delivery only
+        await asyncio.sleep(0.05)
+        for i in range(4):
+            await bus.publish(run_id, TokenEvent(run_id=run_id, content=f"t{i}"))
+        await bus.publish(run_id, CompleteEvent(run_id=run_id))
+        await asyncio.wait_for(reader, 10)
+        await follower.aclose()
+    assert got == [
+        (1, "token"),
+        (2, "token"),
+        (3, "token"),
+        (4, "token"),
+        (5, "token"),
+        (6, "complete"),
+    ]
+    if backend_factory.kind != "memory":  # type: ignore[attr-defined]
+        assert backend.describe()["skipped_messages"] == 1
+
+
+async def _next(stream: Any) -> tuple[int, str]:
+    event = await anext(stream)
+    return (event.sequence, event.type)

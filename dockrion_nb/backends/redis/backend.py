@@ -244,6 +244,18 @@ class RedisBackend:
             )
             return None
 
+    def _unconfirmed(self, run_id: str, event: StoredEvent) -> None:
+        """A live message ahead of the run that the stream never held: skipped, counted."""
+        self.skipped_messages += 1
+        log_skip(
+            self.skipped_messages,
+            "skipped Pub/Sub message on run %s: sequence %d was published but is not in the "
+            "stream (a writer that publishes without storing?); %d skipped so far",
+            run_id,
+            sequence_of(event),
+            self.skipped_messages,
+        )
+
     # -- reading the stream ----------------------------------------------------------------------
 
     async def _read_from(self, run_id: str, from_sequence: int) -> list[EventDict]:
@@ -367,7 +379,12 @@ class RedisBackend:
         self, run_id: str, from_sequence: int, live: bool
     ) -> AsyncGenerator[BaseEvent, None]:
         # Stored and live events come as models; only gap notices are dicts.
-        joiner = Joiner(run_id, from_sequence, lambda k: self._read_models(run_id, k))
+        joiner = Joiner(
+            run_id,
+            from_sequence,
+            lambda k: self._read_models(run_id, k),
+            lambda event: self._unconfirmed(run_id, event),
+        )
         if not live:
             try:
                 async for event in joiner.fill():
