@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .redaction import mask_url
+from .redaction import mask_url, scrub
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
@@ -25,7 +25,11 @@ MAX_EVENTS_RANGE = (10, 100_000)
 
 
 class ConfigError(ValueError):
-    """A configuration a user must fix; the message names the field, the value and the rule."""
+    """A configuration a user must fix; the message names the field, the value and the rule
+    (with any password masked: a misplaced URL is quoted as the bad value)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(scrub(message))
 
 
 def expand_env(text: str, environ: Mapping[str, str] | None = None) -> str:
@@ -72,6 +76,10 @@ class RedisStreamingConfig(BaseModel):
         default=1000, ge=MAX_EVENTS_RANGE[0], le=MAX_EVENTS_RANGE[1], strict=False
     )
     connection_pool_size: int = Field(default=10, ge=1)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if name == "url" and isinstance(value, str) else value
 
     def resolved_url(self, environ: Mapping[str, str] | None = None) -> str:
         """The URL with ``${VAR}`` expanded; raises ``ConfigError`` naming an unset variable."""

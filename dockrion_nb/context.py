@@ -12,7 +12,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
-import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -36,8 +35,9 @@ from .events import (
     validate_run_id,
 )
 from .filters import EventsFilter
+from .redaction import masked_logger
 
-log = logging.getLogger("dockrion_nb.context")
+log = masked_logger("dockrion_nb.context")
 
 _current: contextvars.ContextVar[StreamContext | None] = contextvars.ContextVar(
     "dockrion_nb_stream_context", default=None

@@ -13,7 +13,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
@@ -24,9 +23,9 @@ from .bus import EventBus
 from .config import ConfigError, StreamingConfig
 from .context import StreamContext
 from .filters import EventsFilter
-from .redaction import mask_url, scrub
+from .redaction import mask_url, masked_logger, scrub
 
-log = logging.getLogger("dockrion_nb.engine")
+log = masked_logger("dockrion_nb.engine")
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 30.0

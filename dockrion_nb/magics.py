@@ -24,7 +24,6 @@ import ast
 import asyncio
 import contextlib
 import inspect
-import logging
 import shlex
 import traceback
 from collections.abc import Callable, Iterator
@@ -45,10 +44,10 @@ from .engine import backend_location, get_engine, reset_engine
 from .events import EventValidationError, validate_run_id
 from .eventtext import parse_events_text, parse_fields, user_event
 from .filters import EventsFilter
-from .redaction import scrub
+from .redaction import masked_logger, scrub
 from .tracing import Trace
 
-log = logging.getLogger("dockrion_nb.magics")
+log = masked_logger("dockrion_nb.magics")
 F = TypeVar("F", bound=Callable[..., Any])
 
 RESULT_NAME = "_dockrion_nb_cell_result_"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..events import BaseEvent, new_event_id, utc_now
+from ..redaction import scrub
 
 EventDict = dict[str, Any]
 # What our backends hold and hand back: the wire dict, or (memory) the event model itself,
@@ -116,9 +117,9 @@ class BackendError(Exception):
     """Base of backend errors; ``backend`` names which one (``memory``, ``redis``)."""
 
     def __init__(self, message: str, backend: str = "unknown") -> None:
-        self.message = message
+        self.message = scrub(message)  # a password never travels in an error
         self.backend = backend
-        super().__init__(message)
+        super().__init__(self.message)
 
 
 class BackendConnectionError(BackendError):

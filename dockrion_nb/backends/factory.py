@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from ..config import StreamingConfig
+from ..redaction import masked_logger
 from .base import RunLogBackend
 from .memory import InMemoryBackend
 
-log = logging.getLogger("dockrion_nb.backends")
+log = masked_logger("dockrion_nb.backends")
 
 
 class BackendFallbackWarning(UserWarning):

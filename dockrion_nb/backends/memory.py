@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import fnmatch
-import logging
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -36,6 +35,7 @@ from ..events import (
     check_wire,
     with_sequence,
 )
+from ..redaction import masked_logger
 from .base import (
     BackendClosedError,
     RunSummary,
@@ -54,7 +54,7 @@ def _field(event: StoredEvent, name: str) -> Any:
     return event.get(name)
 
 
-log = logging.getLogger("dockrion_nb.memory")
+log = masked_logger("dockrion_nb.memory")
 
 DEFAULT_QUEUE_SIZE = 4096
 YIELD_AT = 256  # a publisher lets subscribers run once one of them has this many queued

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
@@ -25,7 +24,7 @@ from ...events import (
     check_wire,
     validate_run_id,
 )
-from ...redaction import mask_url, scrub
+from ...redaction import mask_url, masked_logger, scrub
 from ..base import (
     BackendClosedError,
     BackendConnectionError,
@@ -56,7 +55,7 @@ from .pubsub import LiveSub, PubSubHub, Signal
 from .reads import decoded_in_order, models_in_order, read_all, read_tail
 from .script import dumps
 
-log = logging.getLogger("dockrion_nb.redis")
+log = masked_logger("dockrion_nb.redis")
 
 BATCH_LIMIT = 1000  # events per script call; a larger append takes one round trip per 1000
 SETTLE_SECONDS = 0.5  # see RedisBackend._drain

@@ -20,10 +20,11 @@ from ...events import (
     EventValidationError,
     parse_event,
 )
+from ...redaction import masked_logger
 from ..base import StoredEvent
 from ..gapless import sequence_of
 
-log = logging.getLogger("dockrion_nb.redis")
+log = masked_logger("dockrion_nb.redis")
 
 # An event as read from Redis, carrying its parsed model so the bus parses it once.
 StreamRecord = EventRecord

@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import logging
 from typing import TYPE_CHECKING, Any
 
 import hiredis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...events import BaseEvent
-from ...redaction import scrub
+from ...redaction import masked_logger, scrub
 from ..base import BackendClosedError, BackendSubscribeError
 from ..feed import Feed
 from .decode import StreamRecord
@@ -25,7 +24,7 @@ from .link import Link
 if TYPE_CHECKING:
     from .backend import RedisBackend
 
-log = logging.getLogger("dockrion_nb.redis")
+log = masked_logger("dockrion_nb.redis")
 
 QUEUE_LIMIT = 10_000  # a follower further behind re-reads from the stream instead
 HEALTH_INTERVAL = 15.0  # seconds of Pub/Sub silence before we PING the server
