@@ -9,6 +9,7 @@ from typing import Any
 
 from .api import (
     NoEventsError,
+    RunExistsError,
     Trace,
     publish,
     publish_many,
@@ -37,6 +38,7 @@ __all__ = [
     "InMemoryBackend",
     "NoEventsError",
     "RedisStreamingConfig",
+    "RunExistsError",
     "StreamContext",
     "StreamingConfig",
     "Trace",

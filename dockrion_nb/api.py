@@ -28,7 +28,7 @@ from .selection import NoEventsError, aselect_events, check_types, no_events, se
 from .tables import EventJSON, EventTable, RunTable, to_dataframe
 from .terminal import TracePrinter
 from .terminal import follow_run as follow_run
-from .tracing import Trace, jsonable, output_of
+from .tracing import RunExistsError, Trace, TraceMode, jsonable, output_of
 
 if TYPE_CHECKING:
     from .widget import RunView
@@ -47,6 +47,7 @@ def use_backend(
     ttl: int | None = None,
     max_events: int | None = None,
     pool_size: int | None = None,
+    max_runs: int | None = None,
     dockfile: str | os.PathLike[str] | None = None,
     engine: Engine | None = None,
 ) -> dict[str, Any]:
@@ -68,6 +69,7 @@ def use_backend(
             ttl=ttl,
             max_events=max_events,
             pool_size=pool_size,
+            max_runs=max_runs,
             dockfile=dockfile,
         )
     )
@@ -206,6 +208,7 @@ def trace(
     framework: str | None = None,
     events: EventsFilter | str | list[str] | None = None,
     integrations: Iterable[str] = (),
+    mode: TraceMode = "new",
     engine: Engine | None = None,
 ) -> Trace:
     """Trace a block of code as a run: ``with trace("r1") as ctx: ...`` or ``async with``.
@@ -214,6 +217,10 @@ def trace(
     ``Trace`` object to set it) to fill the ``complete`` event's output. ``integrations``
     (``"langchain"``, ``"instrument"``) traces what the block runs with no emits of its own,
     as ``%%publish --langchain --instrument`` does.
+
+    A run id that already holds events (a re-run) raises ``RunExistsError`` unless ``mode``
+    says what to do: ``"replace"`` clears the old run first, ``"append"`` adds to it (the new
+    ``started`` begins a second attempt).
     """
     return Trace(
         run_id,
@@ -221,6 +228,7 @@ def trace(
         framework=framework,
         events=events,
         integrations=integrations,
+        mode=mode,
         engine=engine,
     )
 
@@ -230,6 +238,7 @@ __all__ = [
     "EventTable",
     "EventsTextError",
     "NoEventsError",
+    "RunExistsError",
     "RunTable",
     "Trace",
     "TracePrinter",

@@ -22,6 +22,7 @@ def build_config(
     ttl: int | None = None,
     max_events: int | None = None,
     pool_size: int | None = None,
+    max_runs: int | None = None,
     dockfile: str | os.PathLike[str] | None = None,
     defaults: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -57,8 +58,12 @@ def build_config(
             data["max_events_per_run"] = max_events
         elif "max_events_per_run" in defaults and dockfile is None:
             data["max_events_per_run"] = defaults["max_events_per_run"]
+        if max_runs is not None:
+            data["max_runs"] = max_runs
         data.pop("redis", None)
     else:
+        if max_runs is not None:
+            raise ConfigError("--max-runs applies only to the memory backend (backend is redis)")
         redis: dict[str, Any] = dict(data.get("redis") or {})
         from_file = dockfile is not None and bool(redis)
         for key, value, default_key in (

@@ -226,6 +226,27 @@ class EventBus:
         backend: RunLogBackend = self._backend  # type: ignore[assignment]
         return await backend.list_runs(pattern)
 
+    async def run_summary(self, run_id: str) -> RunSummary | None:
+        """What the backend holds of one run (None: no events), without reading it all on our
+        backends."""
+        validate_run_id(run_id)
+        if self._native:
+            backend: RunLogBackend = self._backend  # type: ignore[assignment]
+            return await backend.summary(run_id)
+        stored = await self._backend.get_events(run_id, 0)
+        if not stored:
+            return None
+        first, last = stored[0], stored[-1]
+        return RunSummary(
+            run_id=run_id,
+            event_count=len(stored),
+            first_sequence=sequence_of(first) or None,
+            last_sequence=sequence_of(last) or None,
+            last_type=str(last.get("type")),
+            first_timestamp=str(first.get("timestamp")),
+            last_timestamp=str(last.get("timestamp")),
+        )
+
     async def clear_run(self, run_id: str) -> None:
         validate_run_id(run_id)
         self._counters.pop(run_id, None)

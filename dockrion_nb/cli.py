@@ -90,6 +90,9 @@ def build_parser() -> ArgumentParser:
     )
     group.add_argument("--pool-size", type=int, metavar="N", help="connection_pool_size")
     group.add_argument(
+        "--max-runs", type=int, metavar="N", help="memory: keep at most N runs (least recent go)"
+    )
+    group.add_argument(
         "--dockfile", metavar="PATH", help="read the streaming: section of a Dockfile"
     )
 
@@ -189,6 +192,7 @@ def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Streami
         ttl=args.ttl,
         max_events=args.max_events,
         pool_size=args.pool_size,
+        max_runs=args.max_runs,
         dockfile=args.dockfile,
         environ=environ,
     )

@@ -11,10 +11,17 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from .redaction import mask_url, scrub
 
@@ -65,25 +72,50 @@ def _expand_tree(value: Any, environ: Mapping[str, str] | None) -> Any:
     return value
 
 
+def _no_bool(value: Any) -> Any:
+    """``true`` in YAML is not 1: a boolean where a number belongs is a mistake to report."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+NotBool = BeforeValidator(_no_bool)
+
+
 class RedisStreamingConfig(BaseModel):
     """``streaming.redis``: exactly the seed's table."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     url: str = "${REDIS_URL}"
-    stream_ttl_seconds: int = Field(default=3600, ge=TTL_RANGE[0], le=TTL_RANGE[1], strict=False)
-    max_events_per_run: int = Field(
+    stream_ttl_seconds: Annotated[int, NotBool] = Field(
+        default=3600, ge=TTL_RANGE[0], le=TTL_RANGE[1], strict=False
+    )
+    max_events_per_run: Annotated[int, NotBool] = Field(
         default=1000, ge=MAX_EVENTS_RANGE[0], le=MAX_EVENTS_RANGE[1], strict=False
     )
-    connection_pool_size: int = Field(default=10, ge=1)
+    connection_pool_size: Annotated[int, NotBool] = Field(default=10, ge=1)
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
             yield name, mask_url(value) if name == "url" and isinstance(value, str) else value
 
     def resolved_url(self, environ: Mapping[str, str] | None = None) -> str:
-        """The URL with ``${VAR}`` expanded; raises ``ConfigError`` naming an unset variable."""
-        return expand_env(self.url, environ)
+        """The URL with ``${VAR}`` expanded; raises ``ConfigError`` naming an unset or empty
+        variable (an empty URL would only fail later, far less clearly)."""
+        url = expand_env(self.url, environ)
+        if url.strip():
+            return url
+        env = os.environ if environ is None else environ
+        empty = [m.group(1) for m in _VAR.finditer(self.url) if env.get(m.group(1)) == ""]
+        if empty:
+            raise ConfigError(
+                f"environment variable {empty[0]} is set but empty (used as ${{{empty[0]}}} in "
+                "streaming.redis.url); set it to a Redis URL, e.g. redis://localhost:6379/0"
+            )
+        raise ConfigError(
+            "streaming.redis.url is empty: give a Redis URL, e.g. redis://localhost:6379/0"
+        )
 
 
 class StreamingConfig(BaseModel):
@@ -93,8 +125,13 @@ class StreamingConfig(BaseModel):
 
     backend: Literal["memory", "redis"] = "memory"
     redis: RedisStreamingConfig | None = None
-    # Not in Dockrion's schema: the memory backend's trim limit (Dockrion hard-codes 1000).
-    max_events_per_run: int = Field(default=1000, ge=MAX_EVENTS_RANGE[0], le=MAX_EVENTS_RANGE[1])
+    # Not in Dockrion's schema: the memory backend's trim limit (Dockrion hard-codes 1000) and
+    # how many runs it keeps (None: every run until cleared; else the least recently written
+    # run is evicted, with a log line).
+    max_events_per_run: Annotated[int, NotBool] = Field(
+        default=1000, ge=MAX_EVENTS_RANGE[0], le=MAX_EVENTS_RANGE[1]
+    )
+    max_runs: Annotated[int, NotBool] | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _redis_section(self) -> StreamingConfig:
@@ -122,6 +159,8 @@ class StreamingConfig(BaseModel):
         out: dict[str, Any] = {"backend": self.backend}
         if self.backend == "memory":
             out["max_events_per_run"] = self.max_events_per_run
+            if self.max_runs is not None:
+                out["max_runs"] = self.max_runs
         if self.redis is not None and self.backend == "redis":
             try:
                 url = self.redis.resolved_url()
@@ -156,12 +195,12 @@ def describe_validation_error(exc: ValidationError, source: str = "streaming") -
         }:
             lo, hi = _RANGES[field]
             lines.append(f"{where} = {given!r} is out of range: allowed {lo}..{hi}")
-        elif field == "connection_pool_size" and item["type"] == "greater_than_equal":
+        elif field in ("connection_pool_size", "max_runs") and item["type"] == "greater_than_equal":
             lines.append(f"{where} = {given!r} is out of range: must be at least 1")
         elif field == "backend":
             lines.append(f"{where} = {given!r} is not a backend: use 'memory' or 'redis'")
         else:
-            lines.append(f"{where} = {given!r}: {item['msg']}")
+            lines.append(f"{where} = {given!r}: {item['msg'].removeprefix('Value error, ')}")
     return "invalid configuration: " + "; ".join(lines)
 
 
@@ -174,6 +213,11 @@ def load_dockfile(
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"Dockfile not found: {p}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"Dockfile {p} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read Dockfile {p}: {exc.strerror}") from None
     try:

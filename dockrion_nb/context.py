@@ -102,6 +102,10 @@ class StreamContext:
         return self._run_id
 
     @property
+    def bus(self) -> EventBus:
+        return self._bus
+
+    @property
     def events_filter(self) -> EventsFilter | None:
         return self._filter
 

@@ -45,7 +45,7 @@ from .events import EventValidationError, validate_run_id
 from .eventtext import parse_events_text, parse_fields, user_event
 from .filters import EventsFilter
 from .redaction import masked_logger, scrub
-from .tracing import Trace
+from .tracing import RunExistsError, Trace
 
 log = masked_logger("dockrion_nb.magics")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -106,6 +106,16 @@ def user_errors() -> Iterator[None]:
         raise UsageError(one_line(exc)) from None
 
 
+@contextlib.contextmanager
+def _run_exists_as_flags() -> Iterator[None]:
+    """A re-run cell's refusal, naming the magic's flags instead of ``trace()``'s ``mode``."""
+    try:
+        yield
+    except RunExistsError as exc:
+        how = "add --replace to clear it first, or --append to add to it"
+        raise UsageError(str(RunExistsError(exc.run_id, exc.summary, how))) from None
+
+
 def describe_settings(info: dict[str, Any]) -> str:
     """``redis at redis://***@host:6379/0; ttl 3600 s, max 1000 events per run, pool 10``."""
     where = backend_location(info)
@@ -116,6 +126,8 @@ def describe_settings(info: dict[str, Any]) -> str:
         parts.append(f"max {info['max_events_per_run']} events per run")
     if "connection_pool_size" in info:
         parts.append(f"pool {info['connection_pool_size']}")
+    if "max_runs" in info:
+        parts.append(f"at most {info['max_runs']} runs")
     return f"{where}; {', '.join(parts)}" if parts else where
 
 
@@ -242,6 +254,13 @@ class StreamMagics(Magics):
         "--pool-size", type=int, metavar="N", help="Redis only: connection_pool_size (default 10)."
     )
     @argument(
+        "--max-runs",
+        type=int,
+        metavar="N",
+        help="Memory only: keep at most N runs, evicting the least recently written "
+        "(default: keep every run until it is cleared).",
+    )
+    @argument(
         "--dockfile",
         metavar="PATH",
         help="Load the streaming: section of a Dockfile; other options override it.",
@@ -265,7 +284,7 @@ class StreamMagics(Magics):
         engine = get_engine()
         with user_errors():
             if args.backend is None and args.dockfile is None:
-                given = [args.url, args.ttl, args.max_events, args.pool_size]
+                given = [args.url, args.ttl, args.max_events, args.pool_size, args.max_runs]
                 if any(v is not None for v in given):
                     raise UsageError("name the backend: %stream_backend memory|redis [options]")
                 print(f"stream backend: {describe_settings(engine.describe())}")
@@ -276,6 +295,7 @@ class StreamMagics(Magics):
                 ttl=args.ttl,
                 max_events=args.max_events,
                 pool_size=args.pool_size,
+                max_runs=args.max_runs,
                 dockfile=args.dockfile,
                 defaults=self._defaults(),
             )
@@ -320,6 +340,17 @@ class StreamMagics(Magics):
         "--watch",
         action="store_true",
         help="Cell: show the live view above the cell's output first.",
+    )
+    @argument(
+        "--replace",
+        action="store_true",
+        help="Cell: the run id already holds events (a re-run cell): clear them first.",
+    )
+    @argument(
+        "--append",
+        action="store_true",
+        help="Cell: the run id already holds events: add this run to them (a new attempt "
+        "after the old one). Without --replace or --append such a cell is refused.",
     )
     @argument(
         "--langchain",
@@ -391,6 +422,8 @@ class StreamMagics(Magics):
                     ("--events", args.events),
                     ("--langchain", args.langchain),
                     ("--instrument", args.instrument),
+                    ("--replace", args.replace),
+                    ("--append", args.append),
                 )
                 if on
             ]
@@ -417,6 +450,8 @@ class StreamMagics(Magics):
                 ("--watch", args.watch),
                 ("--langchain", args.langchain),
                 ("--instrument", args.instrument),
+                ("--replace", args.replace),
+                ("--append", args.append),
                 ("--events-body", args.events_body),
             )
             if on
@@ -446,6 +481,8 @@ class StreamMagics(Magics):
 
     def _run_traced(self, run_id: str, body: str, args: Any) -> Any:
         engine = get_engine()
+        if args.replace and args.append:
+            raise UsageError("--replace and --append are opposites: give one of them")
         with user_errors():
             events = EventsFilter.parse(args.events) if args.events else None
         code = CellCode(self.shell, body)  # a SyntaxError surfaces before the run starts
@@ -460,9 +497,10 @@ class StreamMagics(Magics):
             framework=args.framework,
             events=events,
             integrations=integrations,
+            mode="replace" if args.replace else "append" if args.append else "new",
             engine=engine,
         )
-        with user_errors():
+        with user_errors(), _run_exists_as_flags():
             if integrations:
                 # A missing framework is one line before the run starts, not a failed run.
                 from .integrations import CELL_SCOPES, load_module

@@ -17,10 +17,11 @@ import traceback
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from .backends.base import RunSummary
 from .context import StreamContext, context_scope
 from .engine import Engine, get_engine
 from .filters import EventsFilter
@@ -29,9 +30,26 @@ MAX_OUTPUT_BYTES = 256_000
 MAX_TRACEBACK_CHARS = 20_000
 
 
+def utf8_text(text: str) -> str:
+    """``text`` as valid UTF-8 text: a lone surrogate (which no backend can store) becomes its
+    escape, ``\\ud800``."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def jsonable(value: Any, _depth: int = 0) -> Any:
-    """``value`` made JSON-safe: containers recursed, models dumped, anything else as repr."""
-    if value is None or isinstance(value, bool | int | str):
+    """``value`` made JSON-safe: containers recursed, models dumped, anything else as repr.
+
+    Lenient on purpose (a run's output or error must always be recordable), where publishing
+    an event is strict (``events.check_content``)."""
+    if isinstance(value, str):
+        return utf8_text(value)
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
@@ -42,13 +60,15 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return jsonable(dataclasses.asdict(value), _depth + 1)
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v, _depth + 1) for k, v in value.items()}
+        return {utf8_text(str(k)): jsonable(v, _depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [jsonable(v, _depth + 1) for v in value]
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if isinstance(value, bytearray):
+        return bytes(value).decode("utf-8", "replace")
     for method in ("tolist", "item", "to_dict"):  # numpy arrays/scalars, pandas objects
         fn = getattr(value, method, None)
         if callable(fn):
@@ -56,7 +76,7 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
                 return jsonable(fn(), _depth + 1)
             except Exception:
                 break
-    text = repr(value)
+    text = utf8_text(repr(value))
     return text if len(text) <= 2000 else text[:2000] + "..."
 
 
@@ -84,10 +104,25 @@ def error_details(exc: BaseException, tb_text: str | None = None) -> dict[str, A
         if kind.__module__ == "builtins"
         else (f"{kind.__module__}.{kind.__qualname__}")
     )
-    return {"exception_type": name, "traceback": tb_text}
+    return {"exception_type": name, "traceback": utf8_text(tb_text)}
 
 
 CANCELLING = (KeyboardInterrupt, asyncio.CancelledError)
+TRACE_MODES = ("new", "replace", "append")
+TraceMode = Literal["new", "replace", "append"]
+
+
+class RunExistsError(ValueError):
+    """A traced run was started on a run id that already holds events (a re-run cell), with
+    ``mode="new"``. The caller chooses: ``replace`` clears the old run first, ``append`` adds
+    to it (a second ``started`` then begins a new attempt)."""
+
+    def __init__(self, run_id: str, summary: RunSummary, how: str | None = None) -> None:
+        self.run_id = run_id
+        self.summary = summary
+        events = f"{summary.event_count} event{'s' if summary.event_count != 1 else ''}"
+        choice = how or "pass mode='replace' to clear it first, or mode='append' to add to it"
+        super().__init__(f"run {run_id} already holds {events} ({summary.status}): {choice}")
 
 
 class Trace:
@@ -107,8 +142,12 @@ class Trace:
         framework: str | None = None,
         events: EventsFilter | str | list[str] | None = None,
         integrations: Iterable[str] = (),
+        mode: TraceMode = "new",
         engine: Engine | None = None,
     ) -> None:
+        if mode not in TRACE_MODES:
+            raise ValueError(f"mode must be one of {', '.join(TRACE_MODES)}, not {mode!r}")
+        self.mode = mode
         if isinstance(events, str):
             events = EventsFilter.parse(events)
         self.engine = engine or get_engine()
@@ -135,7 +174,21 @@ class Trace:
 
     # sync steps, shared by the context manager and %%publish
 
+    async def prepare(self) -> None:
+        """Before ``started``: what ``mode`` asks of a run id that already holds events (on
+        the engine loop)."""
+        if self.mode == "append":
+            return
+        bus = self.ctx.bus
+        if self.mode == "replace":
+            await bus.clear_run(self.run_id)
+            return
+        summary = await bus.run_summary(self.run_id)
+        if summary is not None and summary.event_count:
+            raise RunExistsError(self.run_id, summary)
+
     def start(self) -> None:
+        self.engine.run(self.prepare())
         self._t0 = time.perf_counter()
         self.ctx.sync_emit_started()
 
@@ -148,7 +201,7 @@ class Trace:
     ) -> tuple[str, str, dict[str, Any]]:
         """An error event's message, code and details; the failing step named when an
         integration saw which one it was."""
-        message = str(exc) or type(exc).__name__
+        message = utf8_text(str(exc) or type(exc).__name__)
         details = error_details(exc, tb_text)
         node = self.ctx.failed_step
         if node:
@@ -211,6 +264,7 @@ class Trace:
         self.end(exc)
 
     async def __aenter__(self) -> StreamContext:
+        await self.engine.arun(self.prepare())
         self._t0 = time.perf_counter()
         await self.ctx.emit_started()
         try:

@@ -358,3 +358,33 @@ def test_replay_widget_holds_every_stored_event_when_returned() -> None:
             view.close()
     finally:
         engine.shutdown()
+
+
+def test_trace_on_a_run_that_holds_events_asks_for_a_mode(engine: Engine) -> None:
+    with api.trace("re-1", engine=engine):
+        pass
+    with pytest.raises(api.RunExistsError) as err, api.trace("re-1", engine=engine):
+        raise AssertionError("the body must not run")
+    assert str(err.value) == (
+        "run re-1 already holds 2 events (complete): pass mode='replace' to clear it first, "
+        "or mode='append' to add to it"
+    )
+    with api.trace("re-1", mode="append", engine=engine):
+        pass
+    assert types_of(engine, "re-1") == ["started", "complete", "started", "complete"]
+    with api.trace("re-1", mode="replace", engine=engine):
+        pass
+    assert types_of(engine, "re-1") == ["started", "complete"]
+    with pytest.raises(ValueError, match=r"mode must be one of new, replace, append, not 'old'"):
+        api.trace("re-1", mode="old", engine=engine)  # type: ignore[arg-type]
+
+
+async def test_async_trace_checks_the_run_too(engine: Engine) -> None:
+    async with api.trace("re-async", engine=engine):
+        pass
+    with pytest.raises(api.RunExistsError):
+        async with api.trace("re-async", engine=engine):
+            pass
+    async with api.trace("re-async", mode="replace", engine=engine):
+        pass
+    assert types_of(engine, "re-async") == ["started", "complete"]

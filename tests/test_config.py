@@ -193,3 +193,48 @@ def test_dockrion_schema_accepts_what_we_accept() -> None:
     assert ours.redis is not None and theirs.redis is not None
     for field in ("url", "stream_ttl_seconds", "max_events_per_run", "connection_pool_size"):
         assert getattr(ours.redis, field) == getattr(theirs.redis, field)
+
+
+# -- odd input ---------------------------------------------------------------------------------
+
+
+def test_a_dockfile_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "Dockfile.yaml"
+    path.write_bytes(b"streaming:\n  backend: m\xe9mory\n")
+    with pytest.raises(
+        ConfigError, match=r"Dockfile .*Dockfile.yaml is not UTF-8 text \(byte 0xe9 at"
+    ):
+        load_dockfile(path)
+
+
+@pytest.mark.parametrize(
+    "field", ["stream_ttl_seconds", "max_events_per_run", "connection_pool_size"]
+)
+def test_a_boolean_is_not_a_number(field: str) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"streaming.redis.{field} = True: must be an integer, not a boolean"
+    ):
+        StreamingConfig.from_mapping({"backend": "redis", "redis": {field: True}})
+    with pytest.raises(
+        ConfigError, match=r"streaming.max_events_per_run = False: must be an integer"
+    ):
+        StreamingConfig.from_mapping({"max_events_per_run": False})
+
+
+def test_an_empty_redis_url_variable_is_named() -> None:
+    cfg = StreamingConfig.from_mapping({"backend": "redis"}, environ={"REDIS_URL": ""})
+    assert cfg.redis is not None
+    with pytest.raises(ConfigError, match=r"environment variable REDIS_URL is set but empty"):
+        cfg.redis.resolved_url({"REDIS_URL": ""})
+    assert cfg.redis.resolved_url({"REDIS_URL": "redis://h"}) == "redis://h"
+    with pytest.raises(ConfigError, match=r"streaming.redis.url is empty"):
+        RedisStreamingConfig(url="").resolved_url({})
+
+
+def test_memory_max_runs_is_a_setting() -> None:
+    cfg = StreamingConfig.from_mapping({"backend": "memory", "max_runs": 50})
+    assert cfg.max_runs == 50
+    with pytest.raises(
+        ConfigError, match=r"streaming.max_runs = 0 is out of range: must be at least 1"
+    ):
+        StreamingConfig.from_mapping({"max_runs": 0})

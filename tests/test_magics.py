@@ -80,6 +80,14 @@ def test_stream_backend_memory_with_max_events(ip: Any, capsys: pytest.CaptureFi
     assert get_engine().describe()["max_events_per_run"] == 500
 
 
+def test_stream_backend_memory_with_max_runs(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    line(ip, "stream_backend memory --max-runs 3")
+    assert "max 1000 events per run, at most 3 runs; connected" in capsys.readouterr().out
+    assert get_engine().describe()["max_runs"] == 3
+    with pytest.raises(UsageError, match=r"--max-runs applies only to the memory backend"):
+        line(ip, "stream_backend redis --url redis://127.0.0.1:1/0 --max-runs 3")
+
+
 def test_stream_backend_redis_connects_and_masks_the_password(
     ip: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -593,3 +601,41 @@ def test_unload_removes_the_magics_and_stops_the_engine(ip: Any) -> None:
     finally:
         ip.run_line_magic("load_ext", "dockrion_nb")
     assert ip.find_line_magic("replay") is not None
+
+
+# -- re-running a %%publish cell ------------------------------------------------------------
+
+
+def test_rerunning_a_publish_cell_is_refused_with_the_two_choices(ip: Any) -> None:
+    ip.run_cell_magic("publish", "again-1", "1\n")
+    with pytest.raises(UsageError) as err:
+        ip.run_cell_magic("publish", "again-1", "2\n")
+    assert str(err.value) == (
+        "run again-1 already holds 2 events (complete): add --replace to clear it first, "
+        "or --append to add to it"
+    )
+    assert kinds("again-1") == ["started", "complete"]  # nothing was added by the refusal
+    ip.run_cell_magic("publish", "again-1 --append", "3\n")
+    assert kinds("again-1") == ["started", "complete", "started", "complete"]
+    ip.run_cell_magic("publish", "again-1 --replace", "4\n")
+    events = stored("again-1")
+    assert [(e.sequence, e.type) for e in events] == [(1, "started"), (2, "complete")]
+    assert events[-1].model_dump()["output"] == {"result": 4}
+    with pytest.raises(UsageError, match=r"--replace and --append are opposites"):
+        ip.run_cell_magic("publish", "again-1 --replace --append", "5\n")
+    with pytest.raises(UsageError, match=r"--replace applies to a traced cell"):
+        ip.run_cell_magic("publish", "again-1 --events-body --replace", '{"type": "token"}\n')
+
+
+def test_a_cells_output_and_error_are_recorded_whatever_they_hold(ip: Any) -> None:
+    """The last expression (and an exception's message) stay leniently converted: text no
+    backend can store is escaped, objects become their repr; the run still ends."""
+    ip.run_cell_magic("publish", "odd-out", "{'s': 'a\\ud800b', 'o': object(), 'b': b'\\xff'}\n")
+    complete = stored("odd-out")[-1]
+    assert complete.type == "complete"
+    output = complete.model_dump()["output"]
+    assert output["s"] == "a\\ud800b" and output["o"].startswith("<object object")
+    with pytest.raises(ValueError):
+        ip.run_cell_magic("publish", "odd-err", "raise ValueError('bad \\udc80 text')\n")
+    error = stored("odd-err")[-1]
+    assert error.type == "error" and error.model_dump()["error"] == "bad \\udc80 text"

@@ -30,7 +30,12 @@ from servers import PrivateServer, free_port, server_binary
 
 from dockrion_nb import EventBus
 from dockrion_nb.backends import BackendFallbackWarning, InMemoryBackend, build_backend
-from dockrion_nb.backends.base import BackendConnectionError, BackendSubscribeError
+from dockrion_nb.backends.base import (
+    BackendConnectionError,
+    BackendPublishError,
+    BackendReadError,
+    BackendSubscribeError,
+)
 from dockrion_nb.backends.redis import RedisBackend
 from dockrion_nb.events import CompleteEvent, StartedEvent, TokenEvent, parse_event
 
@@ -291,6 +296,45 @@ async def test_a_publish_to_a_frozen_server_times_out_and_the_next_one_reconnect
     await bus.close()
 
 
+async def test_publishing_the_same_event_again_stores_it_once(
+    backend: RedisBackend, run_id: str
+) -> None:
+    """What a retry after a timed-out publish does: the script recognises the batch by its
+    last event's id and returns the sequences it got, storing nothing twice."""
+    bus = EventBus(backend)
+    await bus.publish(run_id, TokenEvent(run_id=run_id, content="first"))
+    event = TokenEvent(run_id=run_id, content="maybe stored")
+    first = await bus.publish(run_id, event)
+    again = await bus.publish(run_id, event)
+    assert (first.sequence, again.sequence) == (2, 2)
+    batch = tokens(run_id, 3)
+    got = [e.sequence for e in await bus.publish_many(run_id, batch)]
+    assert got == [e.sequence for e in await bus.publish_many(run_id, batch)] == [3, 4, 5]
+    assert [e.sequence for e in await bus.get_events(run_id)] == [1, 2, 3, 4, 5]
+    other = await bus.publish(run_id, TokenEvent(run_id=run_id, content="maybe stored"))
+    assert other.sequence == 6  # same content, another event: stored
+
+
+async def test_a_publish_retried_after_a_timeout_is_not_stored_twice(
+    private_redis: PrivateServer, run_id: str
+) -> None:
+    bus = EventBus(RedisBackend(private_redis.url, command_timeout=0.5))
+    await bus.publish(run_id, TokenEvent(run_id=run_id, content="first"))
+    event = TokenEvent(run_id=run_id, content="unanswered")
+    assert private_redis.proc is not None
+    private_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(BackendConnectionError, match=r"publishing the same events again is"):
+            await bus.publish(run_id, event)
+    finally:
+        private_redis.proc.send_signal(signal.SIGCONT)
+    await asyncio.sleep(0.3)  # the server wakes and may run the unanswered script
+    await bus.publish(run_id, event)  # the retry
+    contents = [e.content for e in await bus.get_events(run_id)]  # type: ignore[attr-defined]
+    assert contents == ["first", "unanswered"]
+    await bus.close()
+
+
 async def test_tail_replay_reads_only_the_tail(backend: RedisBackend, run_id: str) -> None:
     backend.max_events_per_run = 20_000
     bus = EventBus(backend)
@@ -306,6 +350,51 @@ async def test_tail_replay_reads_only_the_tail(backend: RedisBackend, run_id: st
 
 
 # -- bad data and errors ---------------------------------------------------------------------
+
+
+async def test_a_bad_entry_is_counted_once_and_never_as_an_event(
+    backend: RedisBackend, url: str, run_id: str
+) -> None:
+    raw = redis.Redis.from_url(url)
+    key = f"stream:run:{run_id}"
+    bus = EventBus(backend)
+    try:
+        await bus.publish_many(run_id, tokens(run_id, 3))
+        raw.xadd(key, {"data": "not json", "sequence": "99", "type": "token"})
+        raw.xadd(key, {"other": "field"})
+        await bus.publish(run_id, CompleteEvent(run_id=run_id))
+        for _ in range(3):  # replays and summaries read the bad entries again and again
+            await bus.get_events(run_id)
+            (summary,) = await bus.list_runs(run_id)
+        assert backend.skipped_entries == 2
+        assert (summary.event_count, summary.first_sequence, summary.last_sequence) == (4, 1, 4)
+        assert summary.status == "complete"
+        assert await bus.run_summary(run_id) == summary
+        # a long run with garbage in the middle: counted by its numbered span
+        await bus.publish_many(run_id, tokens(run_id, 40))
+        (summary,) = await bus.list_runs(run_id)
+        assert (summary.event_count, summary.last_sequence) == (44, 44)
+        raw.delete(key)
+        raw.xadd(key, {"data": "only garbage"})
+        assert await bus.list_runs(run_id) == []
+        assert await bus.run_summary(run_id) is None
+    finally:
+        raw.close()
+
+
+async def test_a_key_of_another_kind_is_a_read_error_that_says_so(
+    backend: RedisBackend, url: str, run_id: str
+) -> None:
+    raw = redis.Redis.from_url(url)
+    try:
+        raw.set(f"stream:run:{run_id}", "not a stream")
+        for call in (backend.get_events(run_id), backend.summary(run_id)):
+            with pytest.raises(BackendReadError, match=r"holds a key of another kind"):
+                await call
+        with pytest.raises(BackendPublishError, match=r"holds a key of another kind"):
+            await backend.append(run_id, [tokens(run_id, 1)[0].to_dict()])
+    finally:
+        raw.close()
 
 
 async def test_entries_that_are_not_events_are_skipped_and_counted(

@@ -104,6 +104,10 @@ class RunLogBackend(EventBackend, Protocol):
 
     async def list_runs(self, pattern: str | None = None) -> list[RunSummary]: ...
 
+    async def summary(self, run_id: str) -> RunSummary | None:
+        """What the backend holds of one run, cheaply (None: no events)."""
+        ...
+
     async def ping(self) -> None:
         """Raise ``BackendConnectionError`` when the backend cannot be reached."""
         ...
@@ -128,6 +132,11 @@ class BackendConnectionError(BackendError):
 
 class BackendPublishError(BackendError):
     """An event could not be stored or delivered; it was not silently dropped."""
+
+
+class BackendReadError(BackendError):
+    """Stored events could not be read (the server refused the read, or the run's key holds
+    something that is not a run)."""
 
 
 class BackendSubscribeError(BackendError):

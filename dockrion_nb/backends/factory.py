@@ -42,7 +42,9 @@ def build_backend(
     if not isinstance(config, StreamingConfig):
         config = StreamingConfig.from_mapping(config, environ=environ)
     if config.backend == "memory":
-        return InMemoryBackend(max_events_per_run=config.max_events_per_run)
+        return InMemoryBackend(
+            max_events_per_run=config.max_events_per_run, max_runs=config.max_runs
+        )
     redis_cfg = config.redis
     assert redis_cfg is not None  # the model creates it for backend: redis
     reason = redis_library_error()

@@ -54,6 +54,19 @@ def _field(event: StoredEvent, name: str) -> Any:
     return event.get(name)
 
 
+def _summary(run_id: str, log_: RunLog) -> RunSummary:
+    first, last = log_.first(), log_.last()
+    return RunSummary(
+        run_id=run_id,
+        event_count=len(log_),
+        first_sequence=sequence_of(first) if first else None,
+        last_sequence=log_.last_sequence or None,
+        last_type=_field(last, "type") if last else None,
+        first_timestamp=_field(first, "timestamp") if first else None,
+        last_timestamp=_field(last, "timestamp") if last else None,
+    )
+
+
 log = masked_logger("dockrion_nb.memory")
 
 DEFAULT_QUEUE_SIZE = 4096
@@ -367,23 +380,16 @@ class InMemoryBackend:
         return sub
 
     async def list_runs(self, pattern: str | None = None) -> list[RunSummary]:
-        out = []
-        for run_id, log_ in self._events.items():
-            if pattern and not fnmatch.fnmatchcase(run_id, pattern):
-                continue
-            first, last = log_.first(), log_.last()
-            out.append(
-                RunSummary(
-                    run_id=run_id,
-                    event_count=len(log_),
-                    first_sequence=sequence_of(first) if first else None,
-                    last_sequence=log_.last_sequence or None,
-                    last_type=_field(last, "type") if last else None,
-                    first_timestamp=_field(first, "timestamp") if first else None,
-                    last_timestamp=_field(last, "timestamp") if last else None,
-                )
-            )
-        return out
+        return [
+            _summary(run_id, log_)
+            for run_id, log_ in self._events.items()
+            if not pattern or fnmatch.fnmatchcase(run_id, pattern)
+        ]
+
+    async def summary(self, run_id: str) -> RunSummary | None:
+        """What this backend holds of one run (None: nothing)."""
+        log_ = self._events.get(run_id)
+        return _summary(run_id, log_) if log_ is not None and len(log_) else None
 
     def subscriber_count(self, run_id: str) -> int:
         """Live subscriptions of ``run_id`` (collected ones are not counted)."""

@@ -34,7 +34,7 @@ from typing import Any
 
 from ..context import StreamContext, get_current_context
 from ..events import CustomEvent, ErrorEvent, StepEvent, TokenEvent
-from ..tracing import error_details, jsonable
+from ..tracing import error_details, jsonable, utf8_text
 
 STEP_START_TYPE = "custom:step_start"
 LLM_USAGE_TYPE = "custom:llm_usage"
@@ -295,8 +295,8 @@ class StepTracker:
 
 def _message(error: BaseException | str) -> str:
     if isinstance(error, BaseException):
-        return str(error) or type(error).__name__
-    return error
+        return utf8_text(str(error) or type(error).__name__)
+    return utf8_text(error)
 
 
 __all__ = [

@@ -31,6 +31,17 @@ if TYPE_CHECKING:
 FLOORS_KEPT = 10_000  # runs whose highest sequence is remembered (a few bytes each)
 
 
+def _retry_id(events: Sequence[EventDict]) -> str:
+    """The id the script recognises a retried batch by: its last event's, when it is one the
+    script can find in the stored JSON as written (a plain id, as ours are)."""
+    if not events:
+        return ""
+    ident = events[-1].get("id")
+    if isinstance(ident, str) and ident.isascii() and '"' not in ident and "\\" not in ident:
+        return ident
+    return ""
+
+
 class Appender:
     """Runs the append script. Concurrent appends pipeline on one link, each awaiting its own
     reply: no pool locking and no task per command on the path of every published event."""
@@ -57,6 +68,7 @@ class Appender:
             pubsub_channel(run_id) if publish else "",
             "1" if assign else "0",
             self._floors.get(run_id, 0),
+            _retry_id(events),
         ]
         for event in events:
             seq = sequence_of(event)
@@ -115,7 +127,11 @@ class Appender:
                     return await link.call(command)
         except TimeoutError:
             link.finish()  # the server may be stuck: the next call starts afresh
-            raise RedisTimeoutError(f"no reply within {timeout:g} s (command timeout)") from None
+            raise RedisTimeoutError(
+                f"no reply within {timeout:g} s (command timeout); the events may still be "
+                "stored when the server answers: publishing the same events again is safe, "
+                "they are not stored twice"
+            ) from None
 
     async def _open_link(self) -> CommandLink:
         """The open link, connecting a new one (through redis-py) when there is none."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
@@ -61,6 +60,8 @@ BATCH_LIMIT = 1000  # events per script call; a larger append takes one round tr
 SETTLE_SECONDS = 0.5  # see RedisBackend._drain
 # A repeat is checked for a reset run at once after a resync, else at most once a second.
 RESET_CHECK_SECONDS = 1.0
+SKIPPED_IDS_KEPT = 10_000  # bad entries remembered, so each is counted once
+SUMMARY_PEEK = 8  # entries read from each end of a stream to summarise its run
 
 
 class RedisBackend:
@@ -119,7 +120,8 @@ class RedisBackend:
         self._closed = False
         self._state = "idle"
         self._listeners: list[Callable[[str], None]] = []
-        self.skipped_entries = 0
+        self.skipped_entries = 0  # bad stream entries, each counted once
+        self._skipped_ids: set[tuple[str, Any]] = set()
         self.skipped_messages = 0
         self.entries_read = 0
         self.fallback_reason: str | None = None
@@ -210,6 +212,13 @@ class RedisBackend:
         return None if record is None else record.model
 
     def _skip_entry(self, run_id: str, entry_id: Any, exc: EventValidationError) -> None:
+        """Count and log a bad entry once, however often it is read (replays, summaries)."""
+        key = (run_id, entry_id)
+        if key in self._skipped_ids:
+            return
+        if len(self._skipped_ids) >= SKIPPED_IDS_KEPT:
+            self._skipped_ids.clear()
+        self._skipped_ids.add(key)
         self.skipped_entries += 1
         log_skip(
             self.skipped_entries,
@@ -534,52 +543,69 @@ class RedisBackend:
                     keys.append(key)
             out: list[RunSummary] = []
             for start in range(0, len(keys), 200):
-                part = keys[start : start + 200]
-                pipe = self._client.pipeline(transaction=False)
-                for key in part:
-                    pipe.xlen(key)
-                    pipe.xrange(key, count=1)
-                    pipe.xrevrange(key, count=1)
-                    pipe.ttl(key)
-                replies = await pipe.execute()
-                for i, key in enumerate(part):
-                    length, first, last, ttl = replies[4 * i : 4 * i + 4]
-                    if not length:
-                        continue
-                    out.append(self._summary(key, length, first, last, ttl))
+                out += await self._summaries(keys[start : start + 200])
         except (RedisError, OSError) as exc:
             raise self.error_for(exc, "listing runs") from None
         out.sort(key=lambda s: s.run_id)
         return out
 
-    def _summary(self, key: bytes, length: int, first: Any, last: Any, ttl: int) -> RunSummary:
+    async def summary(self, run_id: str) -> RunSummary | None:
+        """What the server holds of one run (None: nothing), in one round trip."""
+        self.check_open()
+        try:
+            found = await self._summaries([stream_key(run_id).encode()])
+        except (RedisError, OSError) as exc:
+            raise self.error_for(exc, f"reading run {run_id!r}") from None
+        return found[0] if found else None
+
+    async def _summaries(self, keys: list[bytes]) -> list[RunSummary]:
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.xlen(key)
+            pipe.xrange(key, count=SUMMARY_PEEK)
+            pipe.xrevrange(key, count=SUMMARY_PEEK)
+            pipe.ttl(key)
+        replies = await pipe.execute()
+        out = []
+        for i, key in enumerate(keys):
+            length, first, last, ttl = replies[4 * i : 4 * i + 4]
+            summary = self._summary(key, length, first, last, ttl) if length else None
+            if summary is not None:
+                out.append(summary)
+        return out
+
+    def _summary(
+        self, key: bytes, length: int, first: Any, last: Any, ttl: int
+    ) -> RunSummary | None:
+        """A run's summary from the stream's length and its first and last few entries;
+        entries that are not events (garbage written by others) are not counted."""
         run_id = key.decode("utf-8", "replace")[len(STREAM_PREFIX) :]
-
-        def peek(entries: Any) -> tuple[int | None, str | None, str | None]:
-            if not entries:
-                return None, None, None
-            fields = entries[0][1]
-            seq = field_int(fields.get(b"sequence"))
-            kind = fields.get(b"type")
-            timestamp = None
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
-                timestamp = json.loads(fields.get(b"data")).get("timestamp")
-            return (
-                seq,
-                kind.decode("utf-8", "replace") if isinstance(kind, bytes) else None,
-                timestamp if isinstance(timestamp, str) else None,
-            )
-
-        first_seq, _, first_ts = peek(first)
-        last_seq, last_type, last_ts = peek(last)
+        events: dict[Any, StreamRecord] = {}
+        for entry_id, fields in [*first, *reversed(last)]:
+            if entry_id not in events:
+                record = self.decode_entry(run_id, entry_id, fields)
+                if record is not None:
+                    events[entry_id] = record
+        if not events:
+            if length <= 2 * SUMMARY_PEEK:
+                return None  # nothing but garbage
+            count = int(length)  # cannot tell without reading it all
+            head = tail = None
+        else:
+            ordered = list(events.values())
+            head, tail = ordered[0], ordered[-1]
+            if length <= 2 * SUMMARY_PEEK:
+                count = len(ordered)  # every entry was read
+            else:  # numbered in steps of one: the span, where garbage made the stream longer
+                count = min(int(length), sequence_of(tail) - sequence_of(head) + 1)
         return RunSummary(
             run_id=run_id,
-            event_count=int(length),
-            first_sequence=first_seq,
-            last_sequence=last_seq,
-            last_type=last_type,
-            first_timestamp=first_ts,
-            last_timestamp=last_ts,
+            event_count=max(count, 0),
+            first_sequence=sequence_of(head) if head else None,
+            last_sequence=sequence_of(tail) if tail else None,
+            last_type=type_of(tail) if tail else None,
+            first_timestamp=str(head.get("timestamp")) if head else None,
+            last_timestamp=str(tail.get("timestamp")) if tail else None,
             ttl_seconds=int(ttl) if ttl is not None and int(ttl) >= 0 else None,
         )
 

@@ -11,7 +11,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...redaction import scrub
-from ..base import BackendConnectionError, BackendError, BackendPublishError
+from ..base import (
+    BackendConnectionError,
+    BackendError,
+    BackendPublishError,
+    BackendReadError,
+)
 
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 5.0
@@ -65,7 +70,13 @@ def describe_failure(exc: BaseException, doing: str, *, url: str, masked_url: st
             f"cannot reach Redis at {where} while {doing}: {reason}", backend="redis"
         )
     if isinstance(exc, ResponseError):
-        return BackendPublishError(
-            f"Redis at {where} refused a command while {doing}: {detail}", backend="redis"
-        )
+        kind = BackendPublishError if doing.startswith("publishing") else BackendReadError
+        if "WRONGTYPE" in detail:
+            return kind(
+                f"Redis at {where} holds a key of another kind (not a stream) where the run's "
+                f"events belong, while {doing}: something other than a Dockrion writer made "
+                "it; delete the key or use another run id",
+                backend="redis",
+            )
+        return kind(f"Redis at {where} refused a command while {doing}: {detail}", backend="redis")
     return BackendError(f"Redis at {where} failed while {doing}: {detail}", backend="redis")

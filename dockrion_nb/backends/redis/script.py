@@ -9,14 +9,20 @@ from typing import Any
 
 # KEYS: stream, counter. ARGV: maxlen, ttl, channel ('' = store only), assign ('1'/'0'),
 # floor (the highest sequence the caller has written to the run; numbering never goes below
-# it, even if the server lost the run), then (json, given sequence, type) per event.
+# it, even if the server lost the run), retry id (the id of the batch's last event, or ''),
+# then (json, given sequence, type) per event.
 # Returns the sequences as stored. A run whose numbering would pass 2**53-1 (past it, doubles
 # such as Lua's numbers cannot tell two sequences apart) is refused before anything is written.
+# A retry of a batch that was stored after all (its last event is the stream's last entry, by
+# event id: the caller timed out, the server then ran the script) stores nothing again and
+# returns the sequences the batch got.
 APPEND_LUA = """
 local stream, counter_key = KEYS[1], KEYS[2]
 local maxlen, ttl, channel, assign = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
 local counter = tonumber(redis.call('GET', counter_key) or '0') or 0
 local floor = tonumber(ARGV[5]) or 0
+local retry_id = ARGV[6]
+local events = (#ARGV - 6) / 3
 if floor > counter then counter = floor end
 local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
 if last[1] then
@@ -25,6 +31,19 @@ if last[1] then
     if fields[i] == 'sequence' then
       local s = tonumber(fields[i + 1])
       if s and s > counter then counter = s end
+    elseif fields[i] == 'data' and retry_id ~= '' and
+        string.find(fields[i + 1], '"id":"' .. retry_id .. '"', 1, true) then
+      local stored = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', events)
+      if #stored == events then
+        local out = {}
+        for j = #stored, 1, -1 do
+          local f = stored[j][2]
+          for k = 1, #f, 2 do
+            if f[k] == 'sequence' then out[#out + 1] = tonumber(f[k + 1]) or 0 end
+          end
+        end
+        return out
+      end
     end
   end
 end
@@ -33,7 +52,7 @@ if counter > 9007199254740991 then
 end
 if assign then
   local unnumbered = 0
-  for i = 7, #ARGV, 3 do
+  for i = 8, #ARGV, 3 do
     if (tonumber(ARGV[i]) or 0) <= 0 then unnumbered = unnumbered + 1 end
   end
   if counter + unnumbered > 9007199254740991 then
@@ -41,7 +60,7 @@ if assign then
   end
 end
 local out = {}
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local body, given, etype = ARGV[i], tonumber(ARGV[i + 1]) or 0, ARGV[i + 2]
   local seq, data = given, body
   if given > 0 then
