@@ -385,6 +385,11 @@ class StreamMagics(Magics):
             await ctx.emit_token("hello")
             {"answer": 42}
 
+        A run id that already holds events (the cell ran before) is refused unless
+        ``--replace`` (clear the old run first) or ``--append`` (a new attempt after it) says
+        what to do. ``--langchain`` and ``--instrument`` trace the LangChain/LangGraph calls
+        and the OpenAI/Anthropic clients the cell uses, with no emits of its own.
+
         Cell, ``--events-body``: one event per line (JSON Lines) or a YAML list; every event is
         validated first (errors name the line), then all are published in order::
 
