@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from servers import PrivateServer
@@ -22,6 +23,18 @@ def require(condition: bool, reason: str) -> None:
     if STRICT:
         pytest.fail(f"required in CI: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def ipython() -> Any:
+    """The one in-process IPython shell of the test session (IPython allows one), with the
+    extension loaded; test modules unload and reload it as they need."""
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython() or get_ipython()
+    assert shell is not None
+    return shell
 
 
 @pytest.fixture(scope="session")

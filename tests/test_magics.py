@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from conftest import redis_cleanup
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import start_ipython
 from servers import PrivateServer
 
 import dockrion_nb.api
@@ -21,8 +20,8 @@ from dockrion_nb.widget import RunView
 
 
 @pytest.fixture(scope="module")
-def ip() -> Iterator[Any]:
-    shell = start_ipython()
+def ip(ipython: Any) -> Iterator[Any]:
+    shell = ipython
     shell.run_line_magic("load_ext", "dockrion_nb")
     yield shell
     shell.run_line_magic("unload_ext", "dockrion_nb")

@@ -478,7 +478,7 @@ async def test_models_read_from_json_bytes_match_the_wire_dicts_entry_for_entry(
         dicts = await backend.get_events(run_id)
         skipped_by_dicts = backend.skipped_entries
         models = await EventBus(backend).get_events(run_id)
-        assert backend.skipped_entries == 2 * skipped_by_dicts == 4
+        assert backend.skipped_entries == skipped_by_dicts == 2  # each bad entry counted once
         assert [type(m) for m in models] == [type(parse_event(d)) for d in dicts]
         assert [m.to_dict() for m in models] == [parse_event(d).to_dict() for d in dicts]
         assert [m.sequence for m in models] == [1, 2, 4, 5, 6, 7, 8, 10, 11, 12]

@@ -12,6 +12,7 @@ import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
@@ -107,11 +108,8 @@ def test_the_cli_never_prints_a_query_password() -> None:
 
 
 @pytest.fixture
-def ip() -> Iterator[object]:
-    from IPython.testing.globalipapp import start_ipython
-
-    shell = start_ipython()
-    assert shell is not None
+def ip(ipython: Any) -> Iterator[object]:
+    shell = ipython
     shell.run_line_magic("load_ext", "dockrion_nb")
     try:
         yield shell
