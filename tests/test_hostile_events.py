@@ -224,3 +224,32 @@ async def test_a_live_message_the_store_never_holds_is_skipped_not_delivered(
 async def _next(stream: Any) -> tuple[int, str]:
     event = await anext(stream)
     return (event.sequence, event.type)
+
+
+async def test_followers_dropped_unclosed_are_released(backend_factory: Factory) -> None:
+    """Subscriptions read once and then dropped (never closed) detach when collected, on
+    every backend: nothing keeps queueing events for a reader that is gone."""
+    import gc
+
+    run_id = new_run(backend_factory)
+    backend = backend_factory()
+    async with EventBus(backend) as bus:
+        await bus.publish(run_id, TokenEvent(run_id=run_id, content="x"))
+        streams = []
+        for _ in range(50):
+            stream = bus.subscribe(run_id, 1)
+            assert (await anext(stream)).sequence == 1
+            streams.append(stream)
+        for _ in range(100):  # Redis counts a follower once the server confirmed it
+            if backend.subscriber_count(run_id) == 50:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.02)
+        assert backend.subscriber_count(run_id) == 50  # type: ignore[attr-defined]
+        del stream
+        streams.clear()
+        for _ in range(20):  # async generators are closed by the loop's finalizer hook
+            gc.collect()
+            await asyncio.sleep(0.01)
+            if backend.subscriber_count(run_id) == 0:  # type: ignore[attr-defined]
+                break
+        assert backend.subscriber_count(run_id) == 0  # type: ignore[attr-defined]
