@@ -1,0 +1,594 @@
+"""OpenTelemetry: spans in (live steps of a run) and runs out (GenAI spans, OTLP/HTTP).
+
+Real SDK throughout (``TracerProvider``, ``InMemorySpanExporter``), OpenInference's real
+LangChain instrumentation on a LangChain fake chat model, and a loopback OTLP/HTTP receiver of
+the test's own that parses ``ExportTraceServiceRequest`` with ``opentelemetry-proto``.
+"""
+
+# Nested `with` blocks mirror the nesting of the spans they open: that is what is tested.
+# ruff: noqa: SIM117
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda
+from openinference.instrumentation.langchain import LangChainInstrumentor
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Status, StatusCode
+
+import dockrion_nb
+from dockrion_nb.engine import Engine
+from dockrion_nb.events import BaseEvent
+from dockrion_nb.integrations.otel import SpanEventProcessor, run_id_for_trace
+from dockrion_nb.integrations.steps import LLM_USAGE_TYPE, STEP_START_TYPE
+
+# -- fixtures and helpers -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    eng = Engine(name="otel-engine")
+    try:
+        yield eng
+    finally:
+        eng.shutdown()
+
+
+class Spans:
+    """A real SDK provider with our processor and an in-memory copy of every finished span."""
+
+    def __init__(self, processor: SpanEventProcessor) -> None:
+        self.processor = processor
+        self.memory = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(processor)
+        self.provider.add_span_processor(SimpleSpanProcessor(self.memory))
+        self.tracer = self.provider.get_tracer("tests.otel")
+
+    def finished(self, name: str) -> ReadableSpan:
+        return next(s for s in self.memory.get_finished_spans() if s.name == name)
+
+
+@pytest.fixture
+def spans(engine: Engine) -> Iterator[Spans]:
+    s = Spans(SpanEventProcessor(engine=engine))
+    try:
+        yield s
+    finally:
+        s.provider.shutdown()
+
+
+def stored(engine: Engine, run_id: str) -> list[BaseEvent]:
+    return engine.run(engine.bus.get_events(run_id))
+
+
+def data(event: BaseEvent) -> dict[str, Any]:
+    return event.model_dump()
+
+
+def kinds(events: Sequence[BaseEvent]) -> list[str]:
+    """``type`` or ``type name`` for steps, e.g. ``custom:step_start agent``."""
+    out = []
+    for e in events:
+        name = data(e).get("node_name")
+        out.append(f"{e.type} {name}" if name and e.type in ("step", STEP_START_TYPE) else e.type)
+    return out
+
+
+def hex_span(span: ReadableSpan | trace.Span) -> str:
+    return f"{span.get_span_context().span_id:016x}"
+
+
+def run_of(span: ReadableSpan | trace.Span) -> str:
+    return run_id_for_trace(span.get_span_context().trace_id)
+
+
+def assert_each_once_in_order(events: Sequence[BaseEvent]) -> None:
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert len({e.id for e in events}) == len(events)
+
+
+class Follower:
+    """A live subscriber on the engine loop, as the widget is, recording what reaches it."""
+
+    def __init__(self, engine: Engine, run_id: str) -> None:
+        self.events: list[BaseEvent] = []
+        self._cond = threading.Condition()
+        ready = threading.Event()
+
+        async def follow() -> None:
+            stream = engine.bus.subscribe(run_id)  # in place when this returns
+            ready.set()
+            async for event in stream:
+                with self._cond:
+                    self.events.append(event)
+                    self._cond.notify_all()
+                if event.is_terminal:
+                    return
+
+        self.future = engine.submit(follow())
+        assert ready.wait(10)
+
+    def wait_for(self, predicate: Callable[[list[BaseEvent]], bool], timeout: float = 10) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self.events), timeout)
+
+    def seen(self, kind: str) -> Callable[[list[BaseEvent]], bool]:
+        return lambda events: kind in kinds(events)
+
+    def finish(self) -> list[BaseEvent]:
+        self.future.result(10)
+        return self.events
+
+
+# -- spans in: runs, steps, parents ---------------------------------------------------------------
+
+
+def test_a_root_span_is_a_run_of_its_own_and_each_span_a_step(engine: Engine, spans: Spans) -> None:
+    with spans.tracer.start_as_current_span("agent", attributes={"app.user": "ana"}) as root:
+        with spans.tracer.start_as_current_span("plan"):
+            with spans.tracer.start_as_current_span("lookup", kind=trace.SpanKind.CLIENT):
+                pass
+    run_id = run_of(root)
+    assert run_id == f"otel-{root.get_span_context().trace_id:032x}"
+    events = stored(engine, run_id)
+    assert kinds(events) == [
+        "started",
+        "custom:step_start agent",
+        "custom:step_start plan",
+        "custom:step_start lookup",
+        "step lookup",
+        "step plan",
+        "step agent",
+        "complete",
+    ]
+    assert_each_once_in_order(events)
+    assert data(events[0])["agent_name"] == "agent"
+    assert data(events[0])["framework"] == "opentelemetry"
+    ends = {data(e)["node_name"]: data(e) for e in events if e.type == "step"}
+    agent, plan, lookup = spans.finished("agent"), spans.finished("plan"), spans.finished("lookup")
+    assert ends["agent"]["step_id"] == hex_span(agent) and ends["agent"]["parent_id"] is None
+    assert ends["plan"]["parent_id"] == hex_span(agent)
+    assert ends["lookup"]["parent_id"] == hex_span(plan)
+    for span in (agent, plan, lookup):
+        assert span.start_time is not None and span.end_time is not None
+        expected = round((span.end_time - span.start_time) / 1e6)
+        assert ends[span.name]["duration_ms"] == expected
+        assert ends[span.name]["status"] == "ok"
+    assert ends["agent"]["attributes"]["app.user"] == "ana"
+    assert ends["lookup"]["attributes"]["otel.span_kind"] == "client"
+    starts = [data(e) for e in events if e.type == STEP_START_TYPE]
+    assert starts[0]["attributes"]["otel.trace_id"] == f"{agent.context.trace_id:032x}"
+    assert data(events[-1])["metadata"]["trace_id"] == f"{agent.context.trace_id:032x}"
+
+
+def test_two_traces_are_two_runs(engine: Engine, spans: Spans) -> None:
+    with spans.tracer.start_as_current_span("first") as a:
+        pass
+    with spans.tracer.start_as_current_span("second") as b:
+        pass
+    assert run_of(a) != run_of(b)
+    assert kinds(stored(engine, run_of(b))) == [
+        "started",
+        "custom:step_start second",
+        "step second",
+        "complete",
+    ]
+
+
+def test_span_attributes_are_kept_bounded_most_useful_first(engine: Engine, spans: Spans) -> None:
+    attributes: dict[str, Any] = {f"app.field_{i:03}": "v" * 150 for i in range(60)}
+    attributes["input.value"] = "x" * 50_000
+    attributes["gen_ai.request.model"] = "gpt-test"
+    attributes["tags"] = [f"t{i}" for i in range(100)]
+    with spans.tracer.start_as_current_span("big", attributes=attributes) as span:
+        pass
+    step = next(data(e) for e in stored(engine, run_of(span)) if e.type == "step")
+    kept = step["attributes"]
+    assert len(json.dumps(kept)) < 2000
+    assert "truncated" not in kept  # packed by name, not cut into one preview
+    assert kept["gen_ai.request.model"] == "gpt-test"  # GenAI names first
+    assert kept["otel.attributes_dropped"] > 0
+    assert kept["otel.attributes_dropped"] + sum(1 for k in kept if k in attributes) == len(
+        attributes
+    )
+    for value in kept.values():
+        if isinstance(value, str):
+            assert len(value) <= 203
+
+
+# -- spans in: failures ---------------------------------------------------------------------------
+
+
+def test_an_exception_fails_its_steps_and_ends_the_run_naming_the_span(
+    engine: Engine, spans: Spans
+) -> None:
+    with pytest.raises(ValueError, match="bad account"):
+        with spans.tracer.start_as_current_span("agent") as root:
+            with spans.tracer.start_as_current_span("charge_card"):
+                raise ValueError("bad account")
+    events = stored(engine, run_of(root))
+    assert kinds(events)[-3:] == ["step charge_card", "step agent", "error"]
+    child, parent = (data(e) for e in events if e.type == "step")
+    assert (child["status"], child["error"]) == ("error", "bad account")
+    assert child["attributes"]["otel.status"] == "error"
+    assert parent["status"] == "error"
+    error = data(events[-1])
+    assert error["error"] == "charge_card: bad account"
+    assert error["code"] == "ValueError"
+    assert error["details"]["node"] == "charge_card"
+    assert error["details"]["exception_type"] == "ValueError"
+    assert "raise ValueError" in error["details"]["traceback"]
+    assert_each_once_in_order(events)
+
+
+def test_a_recorded_exception_fails_a_step_unless_the_span_says_ok(
+    engine: Engine, spans: Spans
+) -> None:
+    with spans.tracer.start_as_current_span("agent") as root:
+        with spans.tracer.start_as_current_span("retry") as handled:
+            handled.record_exception(TimeoutError("first try timed out"))
+            handled.set_status(Status(StatusCode.OK))
+        with spans.tracer.start_as_current_span("flaky") as unhandled:
+            unhandled.record_exception(TimeoutError("gave up"))
+        with spans.tracer.start_as_current_span("status_only") as status_only:
+            status_only.set_status(Status(StatusCode.ERROR, "quota exceeded"))
+    steps = {
+        data(e)["node_name"]: data(e) for e in stored(engine, run_of(root)) if e.type == "step"
+    }
+    assert steps["retry"]["status"] == "ok"
+    assert (steps["flaky"]["status"], steps["flaky"]["error"]) == ("error", "gave up")
+    assert steps["status_only"]["error"] == "quota exceeded"
+    assert stored(engine, run_of(root))[-1].type == "complete"  # the root itself succeeded
+
+
+# -- spans in: usage ------------------------------------------------------------------------------
+
+
+def test_genai_usage_attributes_become_llm_usage_and_run_totals(
+    engine: Engine, spans: Spans
+) -> None:
+    with spans.tracer.start_as_current_span("invoke_agent helper") as root:
+        with spans.tracer.start_as_current_span(
+            "chat gpt-4o",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"},
+        ) as llm:
+            llm.set_attribute("gen_ai.response.model", "gpt-4o-2024-08-06")
+            llm.set_attribute("gen_ai.provider.name", "openai")
+            llm.set_attribute("gen_ai.usage.input_tokens", 12)
+            llm.set_attribute("gen_ai.usage.output_tokens", 30)
+            llm.set_attribute("gen_ai.response.time_to_first_chunk", 0.25)
+        with spans.tracer.start_as_current_span(
+            "chat old", attributes={"gen_ai.system": "anthropic", "gen_ai.usage.input_tokens": 3}
+        ):
+            pass
+    events = stored(engine, run_of(root))
+    usage = [data(e) for e in events if e.type == LLM_USAGE_TYPE]
+    assert usage[0]["step_id"] == hex_span(spans.finished("chat gpt-4o"))
+    assert (usage[0]["model"], usage[0]["provider"]) == ("gpt-4o-2024-08-06", "openai")
+    assert (usage[0]["input_tokens"], usage[0]["output_tokens"], usage[0]["total_tokens"]) == (
+        12,
+        30,
+        42,
+    )
+    assert usage[0]["time_to_first_token_ms"] == 250
+    assert (usage[1]["provider"], usage[1]["input_tokens"]) == ("anthropic", 3)
+    llm_kinds = [data(e)["kind"] for e in events if e.type in ("step", STEP_START_TYPE)]
+    assert llm_kinds.count("llm") == 2  # chat: known at the start, so the view shows it at once
+    assert kinds(events).index("custom:llm_usage") < kinds(events).index("step chat gpt-4o")
+    assert data(events[-1])["metadata"]["usage"] == {
+        "calls": 2,
+        "input_tokens": 15,
+        "output_tokens": 30,
+        "total_tokens": 42,
+        "models": ["gpt-4o-2024-08-06"],
+    }
+
+
+def test_openinference_attributes_become_llm_usage_and_the_kind_set_at_the_end(
+    engine: Engine, spans: Spans
+) -> None:
+    with spans.tracer.start_as_current_span("ChatModel") as span:
+        span.set_attribute("openinference.span.kind", "LLM")
+        span.set_attribute("llm.model_name", "claude-x")
+        span.set_attribute("llm.provider", "anthropic")
+        span.set_attribute("llm.token_count.prompt", 7)
+        span.set_attribute("llm.token_count.completion", 5)
+        span.set_attribute("llm.token_count.total", 12)
+    events = stored(engine, run_of(span))
+    start = next(data(e) for e in events if e.type == STEP_START_TYPE)
+    end = next(data(e) for e in events if e.type == "step")
+    usage = next(data(e) for e in events if e.type == LLM_USAGE_TYPE)
+    assert (start["kind"], end["kind"]) == ("span", "llm")
+    assert (usage["model"], usage["provider"], usage["total_tokens"]) == (
+        "claude-x",
+        "anthropic",
+        12,
+    )
+
+
+# -- spans in: which run --------------------------------------------------------------------------
+
+
+def test_spans_inside_trace_are_steps_of_that_run(
+    engine: Engine, spans: Spans, run_id: str
+) -> None:
+    with dockrion_nb.trace(run_id, engine=engine):
+        with spans.tracer.start_as_current_span("graph") as root:
+            with spans.tracer.start_as_current_span("node"):
+                pass
+    events = stored(engine, run_id)
+    assert kinds(events) == [
+        "started",
+        "custom:step_start graph",
+        "custom:step_start node",
+        "step node",
+        "step graph",
+        "complete",
+    ]
+    assert data(events[3])["parent_id"] == hex_span(root)
+    assert stored(engine, run_of(root)) == []  # no run of its own
+
+
+def test_a_failing_span_inside_trace_is_named_by_the_trace_error(
+    engine: Engine, spans: Spans, run_id: str
+) -> None:
+    with pytest.raises(KeyError), dockrion_nb.trace(run_id, engine=engine):
+        with spans.tracer.start_as_current_span("graph"):
+            with spans.tracer.start_as_current_span("load_profile"):
+                raise KeyError("user-7")
+    events = stored(engine, run_id)
+    assert [e.type for e in events].count("error") == 1
+    error = data(events[-1])
+    assert error["type"] == "error" and error["details"]["node"] == "load_profile"
+    assert error["error"].startswith("load_profile: ")
+
+
+def test_a_child_span_in_a_worker_thread_finds_its_run_by_trace_id(
+    engine: Engine, spans: Spans, run_id: str
+) -> None:
+    with dockrion_nb.trace(run_id, engine=engine):
+        with spans.tracer.start_as_current_span("fan_out") as root:
+            parent = trace.set_span_in_context(root)
+
+            def work() -> None:  # a plain thread: neither our contextvar nor OTel's is set
+                assert dockrion_nb.get_current_context() is None
+                with spans.tracer.start_as_current_span("worker", context=parent):
+                    pass
+
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+    worker = next(data(e) for e in stored(engine, run_id) if e.type == "step")
+    assert (worker["node_name"], worker["parent_id"]) == ("worker", hex_span(root))
+
+
+def test_ctx_pins_every_trace_to_one_run_its_owner_ends(engine: Engine, run_id: str) -> None:
+    ctx = engine.context(run_id)
+    s = Spans(SpanEventProcessor(ctx))
+    try:
+        for name in ("first", "second"):
+            with s.tracer.start_as_current_span(name):
+                pass
+    finally:
+        s.provider.shutdown()
+    assert kinds(stored(engine, run_id)) == [
+        "custom:step_start first",
+        "step first",
+        "custom:step_start second",
+        "step second",
+    ]
+
+
+def test_run_id_names_the_run_the_processor_owns_and_late_spans_are_dropped(
+    engine: Engine, run_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = Spans(SpanEventProcessor(run_id=run_id, engine=engine, agent_name="billing"))
+    try:
+        with s.tracer.start_as_current_span("root"):
+            with s.tracer.start_as_current_span("child"):
+                pass
+        with caplog.at_level(logging.WARNING, "dockrion_nb.integrations.otel"):
+            with s.tracer.start_as_current_span("after_the_end"):
+                pass
+    finally:
+        s.provider.shutdown()
+    events = stored(engine, run_id)
+    assert kinds(events) == [
+        "started",
+        "custom:step_start root",
+        "custom:step_start child",
+        "step child",
+        "step root",
+        "complete",
+    ]
+    assert data(events[0])["agent_name"] == "billing"
+    assert s.processor.dropped == 1
+    assert "started after its run had ended" in caplog.text
+
+
+def test_both_ctx_and_run_id_is_refused(engine: Engine, run_id: str) -> None:
+    with pytest.raises(ValueError, match=r"give ctx= or run_id=, not both"):
+        SpanEventProcessor(engine.context(run_id), run_id=run_id)
+    with pytest.raises(ValueError, match=r"invalid run id 'no spaces'"):
+        SpanEventProcessor(run_id="no spaces")
+
+
+# -- spans in: live, in order, once ---------------------------------------------------------------
+
+
+def test_a_started_span_shows_while_the_code_is_still_inside_it(
+    engine: Engine, spans: Spans, run_id: str
+) -> None:
+    follower = Follower(engine, run_id)
+    seen_inside: dict[str, bool] = {}
+    with dockrion_nb.trace(run_id, engine=engine):
+        with spans.tracer.start_as_current_span("agent"):
+            seen_inside["agent"] = follower.wait_for(follower.seen("custom:step_start agent"))
+            with spans.tracer.start_as_current_span("search"):
+                seen_inside["search"] = follower.wait_for(follower.seen("custom:step_start search"))
+            seen_inside["search ended"] = follower.wait_for(follower.seen("step search"))
+            assert "step agent" not in kinds(follower.events)
+    assert seen_inside == {"agent": True, "search": True, "search ended": True}
+    live = follower.finish()
+    assert kinds(live) == kinds(stored(engine, run_id))
+    assert_each_once_in_order(live)
+
+
+def test_the_processor_never_raises_into_the_instrumented_code(
+    spans: Spans, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine.shutdown()  # every publish now fails
+    with caplog.at_level(logging.DEBUG, "dockrion_nb.integrations.otel"):
+        for _ in range(3):
+            with spans.tracer.start_as_current_span("work"):
+                result = "the code ran"
+    assert result == "the code ran"
+    assert spans.processor.errors >= 3
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "could not write span 'work'" in warnings[0].getMessage()
+
+
+def test_shutdown_cancels_owned_runs_whose_root_is_still_open(engine: Engine, spans: Spans) -> None:
+    assert spans.processor.force_flush() is True
+    root = spans.tracer.start_span("never_ends")
+    spans.provider.shutdown()
+    root.end()
+    events = stored(engine, run_of(root))
+    assert kinds(events) == ["started", "custom:step_start never_ends", "cancelled"]
+    assert "shut down while span 'never_ends' was still open" in data(events[-1])["reason"]
+
+
+# -- spans in: OpenInference's LangChain instrumentation ------------------------------------------
+
+
+@pytest.fixture
+def instrumented(spans: Spans) -> Iterator[Spans]:
+    instrumentor = LangChainInstrumentor()
+    instrumentor.instrument(tracer_provider=spans.provider)
+    try:
+        yield spans
+    finally:
+        instrumentor.uninstrument()
+
+
+def fake_chain(step: Callable[[Any], Any]) -> Any:
+    model = GenericFakeChatModel(
+        messages=iter(
+            [
+                AIMessage(
+                    content="Paris is the capital of France.",
+                    usage_metadata={"input_tokens": 9, "output_tokens": 7, "total_tokens": 16},
+                )
+            ]
+        )
+    )
+    prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
+    return prompt | model | RunnableLambda(step, name="check_answer") | StrOutputParser()
+
+
+def test_openinference_langchain_spans_appear_live_in_order_once(
+    engine: Engine, instrumented: Spans, run_id: str
+) -> None:
+    follower = Follower(engine, run_id)
+    seen_inside: list[bool] = []
+
+    def check_answer(message: Any) -> Any:
+        # The chain is still running: the chain's span is open, the model's has ended.
+        seen_inside.append(
+            follower.wait_for(
+                lambda events: (
+                    {
+                        "custom:step_start RunnableSequence",
+                        "step GenericFakeChatModel",
+                        "custom:step_start check_answer",
+                    }
+                    <= set(kinds(events))
+                )
+            )
+        )
+        seen_inside.append("step RunnableSequence" not in kinds(follower.events))
+        return message
+
+    with dockrion_nb.trace(run_id, engine=engine):
+        answer = fake_chain(check_answer).invoke({"question": "Capital of France?"})
+    assert answer == "Paris is the capital of France."
+    assert seen_inside == [True, True]
+    live = follower.finish()
+    events = stored(engine, run_id)
+    assert kinds(live) == kinds(events)
+    assert_each_once_in_order(live)
+    assert kinds(events) == [
+        "started",
+        "custom:step_start RunnableSequence",
+        "custom:step_start ChatPromptTemplate",
+        "step ChatPromptTemplate",
+        "custom:step_start GenericFakeChatModel",
+        "custom:llm_usage",
+        "step GenericFakeChatModel",
+        "custom:step_start check_answer",
+        "step check_answer",
+        "custom:step_start StrOutputParser",
+        "step StrOutputParser",
+        "step RunnableSequence",
+        "complete",
+    ]
+    steps = {data(e)["node_name"]: data(e) for e in events if e.type == "step"}
+    chain_id = steps["RunnableSequence"]["step_id"]
+    assert steps["RunnableSequence"]["parent_id"] is None
+    for name in ("ChatPromptTemplate", "GenericFakeChatModel", "check_answer", "StrOutputParser"):
+        assert steps[name]["parent_id"] == chain_id
+    assert steps["GenericFakeChatModel"]["kind"] == "llm"  # OpenInference sets it at the end
+    assert steps["ChatPromptTemplate"]["kind"] == "prompt"
+    usage = next(data(e) for e in events if e.type == LLM_USAGE_TYPE)
+    assert (usage["input_tokens"], usage["output_tokens"], usage["total_tokens"]) == (9, 7, 16)
+    assert usage["step_id"] == steps["GenericFakeChatModel"]["step_id"]
+    assert data(events[-1])["metadata"]["usage"]["total_tokens"] == 16
+
+
+def test_openinference_chain_without_a_run_is_a_run_of_its_own_and_fails_naming_the_step(
+    engine: Engine, instrumented: Spans
+) -> None:
+    def check_answer(message: Any) -> Any:
+        raise RuntimeError("answer failed the check")
+
+    with pytest.raises(RuntimeError, match="answer failed the check"):
+        fake_chain(check_answer).invoke({"question": "Capital of France?"})
+    chain_span = instrumented.finished("RunnableSequence")
+    events = stored(engine, run_of(chain_span))
+    assert events[0].type == "started"
+    assert kinds(events)[-3:] == ["step check_answer", "step RunnableSequence", "error"]
+    error = data(events[-1])
+    assert error["error"] == "check_answer: answer failed the check"
+    assert error["code"] == "RuntimeError" and error["details"]["node"] == "check_answer"
+    assert_each_once_in_order(events)
+
+
+# -- imports --------------------------------------------------------------------------------------
+
+
+def test_neither_the_package_nor_the_cli_imports_opentelemetry() -> None:
+    code = (
+        "import sys, dockrion_nb, dockrion_nb.cli, dockrion_nb.integrations;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('opentelemetry', 'openinference', 'langchain_core')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
