@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -33,9 +34,15 @@ from opentelemetry.trace import Status, StatusCode
 
 import dockrion_nb
 from dockrion_nb.engine import Engine
-from dockrion_nb.events import BaseEvent
+from dockrion_nb.events import BaseEvent, CustomEvent, StepEvent
 from dockrion_nb.integrations.otel import SpanEventProcessor, run_id_for_trace
-from dockrion_nb.integrations.steps import LLM_USAGE_TYPE, STEP_START_TYPE
+from dockrion_nb.integrations.otel_export import (
+    RunNotFinishedError,
+    export_run,
+    time_ns,
+)
+from dockrion_nb.integrations.steps import LLM_USAGE_TYPE, STEP_START_TYPE, StepTracker
+from dockrion_nb.selection import NoEventsError
 
 # -- fixtures and helpers -------------------------------------------------------------------------
 
@@ -579,6 +586,242 @@ def test_openinference_chain_without_a_run_is_a_run_of_its_own_and_fails_naming_
     assert error["error"] == "check_answer: answer failed the check"
     assert error["code"] == "RuntimeError" and error["details"]["node"] == "check_answer"
     assert_each_once_in_order(events)
+
+
+# -- spans out ------------------------------------------------------------------------------------
+
+
+def publish_agent_run(engine: Engine, run_id: str, *, fail: bool = False) -> list[BaseEvent]:
+    """A run as the integrations write it: a plan step holding an LLM call and a tool."""
+    ctx = engine.context(run_id, agent_name="travel", framework="langgraph")
+    ctx.sync_emit_started()
+    tracker = StepTracker(ctx, source="test")
+    tracker.start("plan-1", "plan", kind="chain", inputs={"question": "q"})
+    tracker.start("llm-1", "ChatOpenAI", kind="llm", parent_id="plan-1")
+    tracker.token("Go ", step_id="llm-1")
+    tracker.token("to Rome.", step_id="llm-1", finish_reason="stop")
+    tracker.usage(
+        step_id="llm-1",
+        model="gpt-4o-mini",
+        provider="openai",
+        input_tokens=11,
+        output_tokens=4,
+        time_to_first_token_ms=120,
+    )
+    tracker.end("llm-1")
+    ctx.sync_emit_progress("plan", 0.5, "half way")
+    tracker.start("tool-1", "search_flights", kind="tool", parent_id="plan-1")
+    tracker.end("tool-1", error=TimeoutError("airline API timed out") if fail else None)
+    tracker.end("plan-1", outputs={"answer": "Rome"})
+    ctx.sync_checkpoint("answer", {"text": "Go to Rome."})
+    if fail:
+        ctx.sync_emit_error(
+            "search_flights: airline API timed out",
+            code="TimeoutError",
+            details={"node": "search_flights", "exception_type": "TimeoutError"},
+        )
+    else:
+        ctx.sync_emit_complete(
+            {"answer": "Rome"}, 0.5, {"usage": {"calls": 1, "input_tokens": 11, "output_tokens": 4}}
+        )
+    return stored(engine, run_id)
+
+
+def exported(engine: Engine, run_id: str, **kwargs: Any) -> dict[str, ReadableSpan]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    result = export_run(run_id, provider, engine=engine, **kwargs)
+    out = {s.name: s for s in memory.get_finished_spans()}
+    assert result.span_count == len(out)
+    root = out[next(n for n in out if out[n].parent is None)]
+    assert result.trace_id == f"{root.context.trace_id:032x}"
+    provider.shutdown()
+    return out
+
+
+def at(events: Sequence[BaseEvent], kind: str, **match: Any) -> int:
+    """The timestamp (ns) of the first event of ``kind`` whose fields match."""
+    for e in events:
+        if e.type == kind and all(data(e).get(k) == v for k, v in match.items()):
+            return time_ns(e.timestamp)
+    raise AssertionError(f"no {kind} {match}")
+
+
+def test_a_run_exports_as_genai_spans_with_its_event_times(engine: Engine, run_id: str) -> None:
+    events = publish_agent_run(engine, run_id)
+    out = exported(engine, run_id)
+    assert set(out) == {
+        "invoke_agent travel",
+        "plan",
+        "chat gpt-4o-mini",
+        "execute_tool search_flights",
+    }
+    root, plan = out["invoke_agent travel"], out["plan"]
+    chat, tool = out["chat gpt-4o-mini"], out["execute_tool search_flights"]
+    assert root.parent is None and root.kind is trace.SpanKind.INTERNAL
+    assert plan.parent is not None and plan.parent.span_id == root.context.span_id
+    assert chat.parent is not None and chat.parent.span_id == plan.context.span_id
+    assert tool.parent is not None and tool.parent.span_id == plan.context.span_id
+    assert {s.context.trace_id for s in out.values()} == {root.context.trace_id}
+    assert root.attributes is not None and chat.attributes is not None
+    assert root.attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert root.attributes["gen_ai.agent.name"] == "travel"
+    assert root.attributes["dockrion.run.id"] == run_id
+    assert root.attributes["gen_ai.usage.input_tokens"] == 11
+    assert root.status.status_code is StatusCode.OK
+    assert chat.kind is trace.SpanKind.CLIENT
+    assert chat.attributes["gen_ai.operation.name"] == "chat"
+    assert chat.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    assert chat.attributes["gen_ai.provider.name"] == "openai"
+    assert (
+        chat.attributes["gen_ai.usage.input_tokens"],
+        chat.attributes["gen_ai.usage.output_tokens"],
+    ) == (11, 4)
+    assert chat.attributes["gen_ai.response.time_to_first_chunk"] == 0.12
+    assert tool.attributes is not None and tool.attributes["gen_ai.tool.name"] == "search_flights"
+    # times are the events' own
+    assert root.start_time == at(events, "started")
+    assert root.end_time == at(events, "complete")
+    assert plan.start_time == at(events, STEP_START_TYPE, step_id="plan-1")
+    assert plan.end_time == at(events, "step", step_id="plan-1")
+    assert chat.start_time == at(events, STEP_START_TYPE, step_id="llm-1")
+    assert chat.end_time == at(events, "step", step_id="llm-1")
+    first_token = at(events, "token")
+    assert root.attributes["gen_ai.response.time_to_first_chunk"] == pytest.approx(
+        (first_token - at(events, "started")) / 1e9
+    )
+    assert [e.name for e in root.events] == ["progress", "checkpoint"]
+    assert (
+        root.events[0].attributes is not None and root.events[0].attributes["message"] == "half way"
+    )
+    assert plan.attributes is not None and plan.attributes["dockrion.step.input_keys"] == (
+        "question",
+    )
+
+
+def test_a_failed_run_exports_status_error_with_exception_events(
+    engine: Engine, run_id: str
+) -> None:
+    publish_agent_run(engine, run_id, fail=True)
+    out = exported(engine, run_id)
+    root, tool = out["invoke_agent travel"], out["execute_tool search_flights"]
+    assert root.status.status_code is StatusCode.ERROR
+    assert root.status.description == "search_flights: airline API timed out"
+    assert root.attributes is not None and root.attributes["error.type"] == "TimeoutError"
+    assert [e.name for e in root.events] == ["progress", "checkpoint", "exception"]
+    assert tool.status.status_code is StatusCode.ERROR
+    assert tool.attributes is not None and tool.attributes["error.type"] == "TimeoutError"
+    exc = next(e for e in tool.events if e.name == "exception")
+    assert exc.attributes is not None
+    assert exc.attributes["exception.message"] == "airline API timed out"
+    assert out["plan"].status.status_code is StatusCode.UNSET
+
+
+def test_a_step_with_no_start_event_starts_its_duration_before_its_end(
+    engine: Engine, run_id: str
+) -> None:
+    ctx = engine.context(run_id)
+    ctx.sync_emit_started()
+    ctx.sync_emit_step("retrieve", duration_ms=250, input_keys=["query"])  # plain Dockrion step
+    ctx.sync_emit_complete()
+    events = stored(engine, run_id)
+    step = exported(engine, run_id)["retrieve"]
+    end = at(events, "step")
+    assert (step.start_time, step.end_time) == (end - 250_000_000, end)
+
+
+def test_an_unfinished_run_is_refused_unless_partial(engine: Engine, run_id: str) -> None:
+    ctx = engine.context(run_id, agent_name="slow")
+    ctx.sync_emit_started()
+    tracker = StepTracker(ctx)
+    tracker.start("s1", "still_running")
+    with pytest.raises(RunNotFinishedError, match=rf"run {run_id} has not finished .*--partial"):
+        exported(engine, run_id)
+    out = exported(engine, run_id, partial=True)
+    root, step = out["invoke_agent slow"], out["still_running"]
+    assert root.attributes is not None and root.attributes["dockrion.run.open"] is True
+    assert root.status.status_code is StatusCode.UNSET
+    assert step.attributes is not None and step.attributes["dockrion.step.open"] is True
+
+
+def test_export_errors_say_what_to_do(engine: Engine, run_id: str) -> None:
+    with pytest.raises(NoEventsError, match=rf"no events for run {run_id}"):
+        exported(engine, run_id)
+    with pytest.raises(ValueError, match=r"no OpenTelemetry tracer provider to export to"):
+        export_run(run_id, trace.NoOpTracerProvider(), engine=engine)
+
+
+def test_hostile_parent_ids_neither_loop_nor_overflow_the_stack(
+    engine: Engine, run_id: str
+) -> None:
+    engine.use({"backend": "memory", "max_events_per_run": 10_000})
+    ctx = engine.context(run_id)
+    ctx.sync_emit_started()
+    events: list[BaseEvent] = [
+        StepEvent(run_id=run_id, node_name="a", step_id="a", parent_id="b"),
+        StepEvent(run_id=run_id, node_name="b", step_id="b", parent_id="a"),
+        StepEvent(run_id=run_id, node_name="self", step_id="self", parent_id="self"),
+    ]
+    events += [
+        StepEvent(run_id=run_id, node_name=f"d{i}", step_id=f"d{i}", parent_id=f"d{i + 1}")
+        for i in range(3000)
+    ]
+    engine.run(engine.bus.publish_many(run_id, events))
+    ctx.sync_emit_complete()
+    out = exported(engine, run_id)
+    assert len(out) == 1 + 3 + 3000
+    assert out["self"].parent is not None  # hung on the root
+    deepest = out["d0"]
+    assert deepest.parent is not None and deepest.parent.span_id == out["d1"].context.span_id
+
+
+def test_spans_in_then_out_keep_names_parents_and_times(engine: Engine, spans: Spans) -> None:
+    with spans.tracer.start_as_current_span("agent") as root:
+        with spans.tracer.start_as_current_span(
+            "chat m", attributes={"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 2}
+        ):
+            pass
+    run_id = run_of(root)
+    out = exported(engine, run_id)
+    original = spans.finished("chat m")
+    chat = out["chat m"] if "chat m" in out else out["chat"]
+    assert chat.attributes is not None and chat.attributes["gen_ai.usage.input_tokens"] == 2
+    agent = out["agent"]
+    assert chat.parent is not None and chat.parent.span_id == agent.context.span_id
+    assert out["invoke_agent agent"].context.span_id == agent.parent.span_id  # type: ignore[union-attr]
+    assert original.start_time is not None and chat.start_time is not None
+    assert (
+        abs(chat.start_time - original.start_time)
+        < timedelta(milliseconds=50) / timedelta(microseconds=1) * 1000
+    )
+
+
+def test_exporting_through_a_provider_that_reads_spans_makes_no_second_run(
+    engine: Engine, spans: Spans, run_id: str
+) -> None:
+    publish_agent_run(engine, run_id)
+    before = {r.run_id for r in engine.run(engine.bus.list_runs())}
+    export_run(run_id, spans.provider, engine=engine)
+    after = {r.run_id for r in engine.run(engine.bus.list_runs())}
+    assert after == before
+    assert len(spans.memory.get_finished_spans()) == 4
+
+
+def test_custom_events_in_a_run_do_not_break_the_export(engine: Engine, run_id: str) -> None:
+    ctx = engine.context(run_id)
+    ctx.sync_emit_started()
+    engine.run(
+        engine.bus.publish(
+            run_id,
+            CustomEvent(run_id=run_id, type="custom:tool_call", tool="x", args={"a": [1, {}]}),
+        )
+    )
+    ctx.sync_emit_cancelled("user stopped it")
+    root = exported(engine, run_id)["invoke_agent"]
+    assert root.status.status_code is StatusCode.UNSET
+    assert [e.name for e in root.events] == ["custom:tool_call", "cancelled"]
+    assert root.attributes is not None and root.attributes["dockrion.run.status"] == "cancelled"
 
 
 # -- imports --------------------------------------------------------------------------------------
