@@ -10,6 +10,8 @@ the test's own that parses ``ExportTraceServiceRequest`` with ``opentelemetry-pr
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import subprocess
@@ -17,9 +19,11 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from conftest import redis_cleanup
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
@@ -27,12 +31,17 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 from openinference.instrumentation.langchain import LangChainInstrumentor
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
 import dockrion_nb
+from dockrion_nb.cli import main as cli_main
 from dockrion_nb.engine import Engine
 from dockrion_nb.events import BaseEvent, CustomEvent, StepEvent
 from dockrion_nb.integrations.otel import SpanEventProcessor, run_id_for_trace
@@ -822,6 +831,201 @@ def test_custom_events_in_a_run_do_not_break_the_export(engine: Engine, run_id: 
     assert root.status.status_code is StatusCode.UNSET
     assert [e.name for e in root.events] == ["custom:tool_call", "cancelled"]
     assert root.attributes is not None and root.attributes["dockrion.run.status"] == "cancelled"
+
+
+# -- spans out over OTLP/HTTP, and the CLI --------------------------------------------------------
+
+
+class Receiver:
+    """A loopback OTLP/HTTP traces receiver: parses each request, answers ``status``."""
+
+    def __init__(self) -> None:
+        self.requests: list[ExportTraceServiceRequest] = []
+        self.headers: list[dict[str, str]] = []
+        self.status = 200
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.headers.append(dict(self.headers))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                receiver.requests.append(request)
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(receiver.status)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, userinfo: str = "") -> str:
+        return f"http://{userinfo}127.0.0.1:{self.port}/v1/traces"
+
+    def spans(self) -> dict[str, Any]:
+        out = {}
+        for request in self.requests:
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        out[span.name] = span
+        return out
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def cli(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli_main(list(argv), environ=env or {}, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def redis_run(redis_url: str, run_id: str) -> Iterator[tuple[Engine, str]]:
+    """An engine on Redis, so the CLI (another backend connection) sees the runs it writes."""
+    eng = Engine(name="otel-redis-engine")
+    eng.use({"backend": "redis", "redis": {"url": redis_url}})
+    try:
+        yield eng, redis_url
+    finally:
+        eng.shutdown()
+        redis_cleanup(redis_url, run_id)
+
+
+def attr(span: Any, name: str) -> Any:
+    for kv in span.attributes:
+        if kv.key == name:
+            which = kv.value.WhichOneof("value")
+            return getattr(kv.value, which)
+    raise KeyError(name)
+
+
+@pytest.mark.redis
+def test_cli_export_sends_the_run_over_otlp_http(
+    redis_run: tuple[Engine, str], receiver: Receiver, run_id: str
+) -> None:
+    engine, redis_url = redis_run
+    events = publish_agent_run(engine, run_id)
+    code, out, err = cli("export", run_id, "--otlp", receiver.url(), "--url", redis_url)
+    assert code == 0, err
+    assert len(receiver.requests) == 1  # one request for the whole run
+    got = receiver.spans()
+    assert set(got) == {
+        "invoke_agent travel",
+        "plan",
+        "chat gpt-4o-mini",
+        "execute_tool search_flights",
+    }
+    root, plan, chat = got["invoke_agent travel"], got["plan"], got["chat gpt-4o-mini"]
+    assert root.parent_span_id == b""
+    assert plan.parent_span_id == root.span_id and chat.parent_span_id == plan.span_id
+    assert attr(root, "dockrion.run.id") == run_id
+    assert attr(root, "gen_ai.operation.name") == "invoke_agent"
+    assert attr(chat, "gen_ai.usage.output_tokens") == 4
+    assert chat.start_time_unix_nano == at(events, STEP_START_TYPE, step_id="llm-1")
+    assert root.end_time_unix_nano == at(events, "complete")
+    resource = receiver.requests[0].resource_spans[0].resource
+    assert attr(resource, "service.name") == "travel"
+    trace_hex = root.trace_id.hex()
+    assert out.strip() == (
+        f"exported run {run_id} (complete) as 4 spans, trace {trace_hex}, to {receiver.url()}"
+    )
+
+
+@pytest.mark.redis
+def test_cli_export_masks_the_otlp_url_in_every_message(
+    redis_run: tuple[Engine, str],
+    receiver: Receiver,
+    run_id: str,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    engine, redis_url = redis_run
+    publish_agent_run(engine, run_id)
+    secret_url = receiver.url("exporter:s3cr3t-pw@")
+    code, out, err = cli("export", run_id, "--otlp", secret_url, "--url", redis_url)
+    assert code == 0, err
+    assert "s3cr3t-pw" not in out + err and "exporter:***@127.0.0.1" in out
+    sent = receiver.headers[0]["Authorization"]
+    assert base64.b64decode(sent.split()[1]) == b"exporter:s3cr3t-pw"  # used, never shown
+    receiver.status = 400  # the receiver refuses
+    code, out, err = cli(
+        "export",
+        run_id,
+        "--otlp",
+        secret_url + "?token=t0ps3cret",
+        "--url",
+        redis_url,
+        "--timeout",
+        "2",
+    )
+    assert code == 2
+    assert err.startswith("dockrion-nb: error: could not export run ") and err.count("\n") == 1
+    assert "the receiver answered HTTP 400 (Bad Request)" in err
+    printed = out + err + "".join(capfd.readouterr())
+    assert "s3cr3t-pw" not in printed and "t0ps3cret" not in printed
+
+
+@pytest.mark.redis
+def test_cli_export_exit_codes(
+    redis_run: tuple[Engine, str], receiver: Receiver, run_id: str
+) -> None:
+    engine, redis_url = redis_run
+    url = receiver.url()
+    code, _, err = cli("export", run_id, "--otlp", url, "--url", redis_url)
+    assert code == 2 and f"no events for run {run_id}" in err
+    ctx = engine.context(run_id, agent_name="slow")
+    ctx.sync_emit_started()
+    code, _, err = cli("export", run_id, "--otlp", url, "--url", redis_url)
+    assert code == 2 and "has not finished" in err and "--partial" in err
+    code, out, err = cli("export", run_id, "--otlp", url, "--url", redis_url, "--partial")
+    assert code == 0, err
+    assert "(open)" in out
+    code, _, err = cli("export", run_id, "--otlp", "ftp://127.0.0.1/v1/traces", "--url", redis_url)
+    assert code == 2 and "--otlp must be an http:// or https:// URL" in err
+    closed = f"http://127.0.0.1:{free_closed_port()}/v1/traces"
+    code, _, err = cli(
+        "export", run_id, "--otlp", closed, "--url", redis_url, "--partial", "--timeout", "1"
+    )
+    assert code == 2 and f"could not export run {run_id} to {closed}: " in err
+    assert "check that an OTLP/HTTP receiver listens there" in err or "refused" in err
+
+
+def free_closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_url_with_no_path_gets_the_traces_path(receiver: Receiver) -> None:
+    from dockrion_nb.cli import otlp_endpoint
+
+    assert otlp_endpoint(f"http://127.0.0.1:{receiver.port}") == receiver.url()
+    assert otlp_endpoint(f"http://127.0.0.1:{receiver.port}/") == receiver.url()
+    assert otlp_endpoint("https://otel.example/api/public/otel/v1/traces") == (
+        "https://otel.example/api/public/otel/v1/traces"
+    )
 
 
 # -- imports --------------------------------------------------------------------------------------

@@ -21,15 +21,25 @@ Span times are the events' timestamps. A run that has not finished is refused
 ends at the last event, marked ``dockrion.run.open=true``, status unset.
 
 ``otel_plan`` reads the events into a plan of spans (no OpenTelemetry needed); this module
-writes the plan with a tracer provider. Nothing here is imported by ``import dockrion_nb``.
+writes the plan with a tracer provider, or sends it over OTLP/HTTP (protobuf) to a URL with
+``send_otlp`` (``dockrion-nb export RUN --otlp URL``). Nothing here is imported by
+``import dockrion_nb``.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ..engine import Engine, get_engine
@@ -38,6 +48,10 @@ from .otel_plan import ROOT, RunNotFinishedError, RunSpans, SpanPlan, plan_run, 
 
 EXPORT_VERSION = "0.1.0"
 SPAN_KINDS = {"internal": SpanKind.INTERNAL, "client": SpanKind.CLIENT}
+
+
+class OtlpExportError(RuntimeError):
+    """The OTLP receiver did not take the spans; the message (URL masked) says why."""
 
 
 @dataclass(frozen=True)
@@ -119,14 +133,115 @@ def export_run(
     return exported
 
 
+# -- over OTLP/HTTP -------------------------------------------------------------------------------
+
+
+class _Collected(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _exporter_logs() -> Iterator[_Collected]:
+    """The OTLP exporter's own log lines, kept from the terminal (they may show the URL) and
+    collected for one error message."""
+    logger = logging.getLogger("opentelemetry.exporter")
+    handler = _Collected()
+    old_propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = old_propagate
+
+
+_REFUSED = re.compile(r"code: (?P<code>\S+), reason: (?P<reason>.*)")
+_ERRNO = re.compile(r"\[Errno -?\d+\] (?P<text>[^\"')]+)")
+
+
+def failure_reason(messages: Sequence[str], timeout: float) -> str:
+    """One phrase for why the OTLP exporter failed, from the lines it logged."""
+    for message in reversed(messages):
+        refused = _REFUSED.search(message)
+        if refused:
+            return f"the receiver answered HTTP {refused['code']} ({refused['reason'].strip()})"
+    for message in reversed(messages):
+        if message.startswith("Transient error"):
+            errno = _ERRNO.search(message)
+            detail = errno["text"].strip() if errno else message[:300]
+            return f"{detail} (gave up after {timeout:g} s of retries)"
+    return (
+        f"no successful answer within {timeout:g} s (unreachable, or it kept failing): check "
+        "that an OTLP/HTTP receiver listens there (a collector's default is port 4318)"
+    )
+
+
+def run_spans(plan: RunSpans, *, service_name: str = "dockrion-nb") -> list[ReadableSpan]:
+    """The planned spans, finished and in memory (to hand to any exporter)."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    write_spans(plan, provider)
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
+def send_otlp(
+    plan: RunSpans,
+    endpoint: str,
+    *,
+    shown_as: str,
+    timeout: float = 10.0,
+    headers: Mapping[str, str] | None = None,
+) -> ExportedRun:
+    """Send the run's spans to an OTLP/HTTP (protobuf) traces endpoint in one request.
+
+    ``shown_as`` is how errors name the endpoint (credentials masked). Raises
+    ``OtlpExportError`` when the receiver cannot be reached or refuses the spans."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    agent = plan.root.attributes.get("gen_ai.agent.name")
+    spans = run_spans(plan, service_name=str(agent) if agent else "dockrion-nb")
+    exporter = OTLPSpanExporter(
+        endpoint=endpoint, timeout=timeout, headers=dict(headers) if headers else None
+    )
+    try:
+        with _exporter_logs() as logs:
+            result = exporter.export(spans)
+    finally:
+        exporter.shutdown()  # type: ignore[no-untyped-call]
+    if result is not SpanExportResult.SUCCESS:
+        why = failure_reason(logs.messages, timeout).replace(endpoint, shown_as)
+        raise OtlpExportError(f"could not export run {plan.run_id} to {shown_as}: {why}")
+    root = next(s for s in spans if s.parent is None)
+    assert root.context is not None
+    return ExportedRun(
+        run_id=plan.run_id,
+        trace_id=f"{root.context.trace_id:032x}",
+        span_count=len(spans),
+        status=plan.status,
+    )
+
+
 __all__ = [
     "EXPORT_SCOPE",
     "ExportedRun",
+    "OtlpExportError",
     "RunNotFinishedError",
     "RunSpans",
     "SpanPlan",
     "export_run",
+    "failure_reason",
     "plan_run",
+    "run_spans",
+    "send_otlp",
     "time_ns",
     "write_spans",
 ]
