@@ -212,9 +212,10 @@ def test_span_attributes_are_kept_bounded_most_useful_first(engine: Engine, span
     attributes["input.value"] = "x" * 50_000
     attributes["gen_ai.request.model"] = "gpt-test"
     attributes["tags"] = [f"t{i}" for i in range(100)]
-    with spans.tracer.start_as_current_span("big", attributes=attributes) as span:
+    with spans.tracer.start_as_current_span("big " * 5_000, attributes=attributes) as span:
         pass
     step = next(data(e) for e in stored(engine, run_of(span)) if e.type == "step")
+    assert step["node_name"].startswith("big big") and len(step["node_name"]) <= 203
     kept = step["attributes"]
     assert len(json.dumps(kept)) < 2000
     assert "truncated" not in kept  # packed by name, not cut into one preview

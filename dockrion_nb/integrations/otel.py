@@ -237,6 +237,7 @@ class SpanEventProcessor(SpanProcessor):
         return run
 
     def _owned_run(self, run_id: str, name: str, key: tuple[int, int]) -> _Run:
+        name = _bounded_value(name)
         ctx = self._engine_for_runs().context(
             run_id, agent_name=self._agent_name or name, framework="opentelemetry"
         )
@@ -308,7 +309,7 @@ class SpanEventProcessor(SpanProcessor):
             attributes["otel.parent_span_id"] = step_id_for_span(parent.span_id)
         run.tracker.start(
             step_id,
-            span.name,
+            _bounded_value(span.name),
             kind=kind_of(span.attributes or {}),
             parent_id=parent_id,
             attributes=attributes,
