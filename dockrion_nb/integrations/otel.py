@@ -31,7 +31,6 @@ level) and counted in ``errors``.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,10 +44,11 @@ from opentelemetry.trace import StatusCode
 from ..context import StreamContext, get_current_context
 from ..engine import Engine, get_engine
 from ..events import ErrorEvent, validate_run_id
+from ..redaction import masked_logger
 from ..tracing import MAX_TRACEBACK_CHARS
 from .steps import MAX_ATTRIBUTE_CHARS, StepTracker
 
-log = logging.getLogger("dockrion_nb.integrations.otel")
+log = masked_logger("dockrion_nb.integrations.otel")
 
 SOURCE = "otel"
 EXPORT_SCOPE = "dockrion_nb.integrations.otel_export"
