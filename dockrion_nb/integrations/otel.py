@@ -370,7 +370,7 @@ class SpanEventProcessor(SpanProcessor):
             latency = None if duration is None else duration / 1000
             ctx.sync_emit_complete(latency_seconds=latency, metadata=metadata)
             return
-        node = ctx.failed_step or span.name
+        node = ctx.failed_step or _bounded_value(span.name)
         details: dict[str, Any] = {"node": node, "source": SOURCE, "trace_id": trace_hex}
         if error.exception_type:
             details["exception_type"] = error.exception_type
