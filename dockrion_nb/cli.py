@@ -1,12 +1,14 @@
 """``dockrion-nb``: the notebook's verbs from a terminal.
 
-``publish``, ``tail`` (follow a run live), ``replay``, ``runs`` and ``demo`` (a simulated agent
-run), with the same backend options as ``%stream_backend``. With Redis (``--url`` or
-``REDIS_URL``) a terminal can publish while a notebook watches, or the other way round; on the
-memory backend ``demo`` prints the whole trace here, no notebook needed.
+``publish``, ``tail`` (follow a run live), ``replay``, ``runs``, ``demo`` (a simulated agent
+run) and ``export`` (a finished run as OpenTelemetry spans, over OTLP/HTTP), with the same
+backend options as ``%stream_backend``. With Redis (``--url`` or ``REDIS_URL``) a terminal can
+publish while a notebook watches, or the other way round; on the memory backend ``demo`` prints
+the whole trace here, no notebook needed.
 
-Exit codes: 0 success (a followed run completed), 1 a followed run ended in ``error`` or
-``cancelled``, 2 any error (one line on stderr), 130 interrupted.
+Exit codes: 0 success (a followed run completed; a run exported, whatever its status), 1 a
+followed run ended in ``error`` or ``cancelled``, 2 any error (one line on stderr), 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import IO, Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 from . import __version__
 from .backend_options import build_config
@@ -36,7 +39,8 @@ from .demo import simulate_agent
 from .engine import backend_location
 from .events import EventValidationError, validate_run_id
 from .eventtext import parse_events_text, parse_fields, user_event
-from .redaction import scrub
+from .integrations import IntegrationUnavailableError, load_module
+from .redaction import mask_url, scrub
 from .selection import NoEventsError, aselect_events, check_types
 from .tables import RunTable
 from .terminal import TracePrinter, follow_run
@@ -98,7 +102,7 @@ def build_parser() -> ArgumentParser:
 
     parser = ArgumentParser(
         prog=PROG,
-        description="Publish, follow, replay and list Dockrion streaming runs.",
+        description="Publish, follow, replay, list and export Dockrion streaming runs.",
         epilog="Exit codes: 0 ok, 1 the run ended in error/cancelled, 2 error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -178,6 +182,37 @@ def build_parser() -> ArgumentParser:
     speed.add_argument("--fast", action="store_true", help="no pauses at all")
     p.add_argument("--json", action="store_true", help="JSON Lines (the wire form)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the final line")
+
+    p = sub.add_parser(
+        "export",
+        parents=[backend],
+        help="send a finished run to an OpenTelemetry backend",
+        description="Write a finished run as OpenTelemetry spans with the GenAI conventions "
+        "(an invoke_agent root, a span per step, chat spans with token usage) and send them "
+        "over OTLP/HTTP (protobuf) to Jaeger, Phoenix, Langfuse or a collector. Needs "
+        'pip install "dockrion-nb[otel]". Headers (an API key) come from '
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS or OTEL_EXPORTER_OTLP_HEADERS.",
+    )
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument(
+        "--otlp",
+        required=True,
+        metavar="URL",
+        help="the OTLP/HTTP traces endpoint, e.g. http://localhost:4318/v1/traces "
+        "(a URL with no path gets /v1/traces)",
+    )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="export a run that has not finished, its root span marked open",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up on the receiver after this long, retries included (default 10)",
+    )
     return parser
 
 
@@ -338,12 +373,64 @@ async def cmd_demo(args: argparse.Namespace, s: Session, out: IO[str], err: IO[s
     return _exit_for(last)
 
 
+def otlp_endpoint(url: str) -> str:
+    """The traces endpoint for ``--otlp URL``: as given, or with ``/v1/traces`` when the URL
+    has no path (OTLP's base-URL rule)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise CommandError(
+            f"--otlp must be an http:// or https:// URL, not {shown_url(url)!r} "
+            "(e.g. http://localhost:4318/v1/traces)"
+        )
+    if parts.path in ("", "/"):
+        return urlunsplit(parts._replace(path="/v1/traces"))
+    return url
+
+
+def shown_url(url: str) -> str:
+    """``url`` fit to print: the password masked, a query string (often a token) hidden."""
+    masked = mask_url(url)
+    head, sep, _ = masked.partition("?")
+    return f"{head}?***" if sep else masked
+
+
+async def cmd_export(args: argparse.Namespace, s: Session, out: IO[str], err: IO[str]) -> int:
+    run_id = validate_run_id(args.run_id)
+    endpoint = otlp_endpoint(args.otlp)
+    shown = shown_url(endpoint)
+    try:
+        otel_export: Any = load_module(
+            "dockrion_nb.integrations.otel_export", "otel", "dockrion-nb export"
+        )
+    except IntegrationUnavailableError as exc:
+        raise CommandError(str(exc)) from None
+    events = await s.bus.get_events(run_id)
+    if not events:
+        raise CommandError(f"no events for run {run_id} on {s.location}{s.no_events_hint()}")
+    plan = otel_export.plan_run(run_id, events, partial=args.partial)
+    try:
+        result = await asyncio.to_thread(
+            otel_export.send_otlp, plan, endpoint, shown_as=shown, timeout=args.timeout
+        )
+    except otel_export.OtlpExportError as exc:
+        raise CommandError(scrub(str(exc), endpoint)) from None
+    out.write(
+        f"exported run {run_id} ({result.status}) as {result.span_count} spans, "
+        f"trace {result.trace_id}, to {shown}\n"
+    )
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "publish": cmd_publish,
     "tail": cmd_tail,
     "replay": cmd_replay,
     "runs": cmd_runs,
     "demo": cmd_demo,
+    "export": cmd_export,
 }
 
 USER_ERRORS = (

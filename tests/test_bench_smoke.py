@@ -100,3 +100,16 @@ def test_only_rejects_what_is_not_a_row_group(
 def test_parse_groups_reads_comma_lists() -> None:
     assert parse_groups("3,4") == frozenset({3, 4})
     assert parse_groups(" 7 ") == frozenset({7})
+
+
+def test_the_otel_bench_measures_spans_in_and_out(redis_url: str) -> None:
+    from bench import otel_bench
+
+    figures = otel_bench.run(n=20, repeats=1, redis_url=redis_url)
+    assert set(figures) == {
+        "bare_us_per_span",
+        "memory_us_per_span",
+        "redis_us_per_span",
+        "export_spans_per_s",
+    }
+    assert all(value > 0 for value in figures.values())

@@ -57,6 +57,18 @@ def test_a_step_writes_start_then_end_with_duration_and_keys(engine: Engine, run
     assert isinstance(data["duration_ms"], int) and data["attributes"] == {"model": "m-1"}
 
 
+def test_a_source_that_learns_kind_and_duration_at_the_end_can_give_them(
+    engine: Engine, run_id: str
+) -> None:
+    tracker = StepTracker(engine.context(run_id))
+    tracker.start("s1", "GenericFakeChatModel", kind="span")
+    assert tracker.end("s1", kind="llm", duration_ms=1234) == 1234
+    tracker.end("s2", name="late", kind="tool", duration_ms=5)  # never started here
+    first, second = (e.model_dump() for e in stored(engine, run_id) if e.type == "step")
+    assert (first["kind"], first["duration_ms"]) == ("llm", 1234)
+    assert (second["node_name"], second["kind"], second["duration_ms"]) == ("late", "tool", 5)
+
+
 def test_step_start_passes_the_filter_as_step_does(engine: Engine, run_id: str) -> None:
     ctx = engine.context(run_id, events_filter=["token"])
     tracker = StepTracker(ctx)

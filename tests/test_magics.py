@@ -329,6 +329,25 @@ def test_publish_cell_events_filter(ip: Any) -> None:
     assert kinds("c-filter3") == []
 
 
+def test_publish_cell_writes_opentelemetry_spans_as_its_steps(ip: Any) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from dockrion_nb.integrations.otel import SpanEventProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(SpanEventProcessor())
+    ip.user_ns["tracer"] = provider.get_tracer("cell")
+    try:
+        ip.run_cell_magic(
+            "publish", "c-otel", "with tracer.start_as_current_span('answer'):\n    pass\n"
+        )
+    finally:
+        provider.shutdown()
+        ip.user_ns.pop("tracer")
+    assert kinds("c-otel") == ["started", "custom:step_start", "step", "complete"]
+    assert stored("c-otel")[2].model_dump()["node_name"] == "answer"
+
+
 def test_publish_cell_watch_shows_the_live_view_first(ip: Any, shown: list[Any]) -> None:
     ip.run_cell_magic("publish", "c-watch --watch", "ctx.sync_emit_token('x')\n")
     assert len(shown) == 1 and isinstance(shown[0], RunView)

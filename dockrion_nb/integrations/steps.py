@@ -158,8 +158,14 @@ class StepTracker:
         attributes: Mapping[str, Any] | None = None,
         error: BaseException | str | None = None,
         name: str | None = None,
+        kind: str | None = None,
+        duration_ms: int | None = None,
     ) -> int | None:
         """A step ended (with ``error`` when it failed): publish its ``step`` event.
+
+        ``kind`` and ``duration_ms`` replace the kind given at the start and the duration
+        measured here, for sources that learn them only at the end or time steps themselves
+        (an OpenTelemetry span's kind attribute, its own start and end times).
 
         Returns its duration in milliseconds, or None for a step that never started here (it
         is still published, without a duration, if ``name`` is given)."""
@@ -167,13 +173,16 @@ class StepTracker:
             step = self._open.pop(step_id, None)
         if step is None and name is None:
             return None
-        duration = round((time.perf_counter() - step.started) * 1000) if step else None
+        if duration_ms is not None:
+            duration: int | None = duration_ms
+        else:
+            duration = round((time.perf_counter() - step.started) * 1000) if step else None
         node = step.name if step else str(name)
         parent = step.parent_id if step else None
         fields: dict[str, Any] = {
             "step_id": step_id,
             "parent_id": parent,
-            "kind": step.kind if step else "chain",
+            "kind": kind or (step.kind if step else "chain"),
             "status": "ok" if error is None else "error",
         }
         merged = {**(step.attributes if step else {}), **(attributes or {})}
