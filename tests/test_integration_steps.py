@@ -143,6 +143,22 @@ def test_usage_is_published_and_summed_into_the_complete_metadata(
     }
 
 
+def test_a_token_names_the_llm_step_it_belongs_to(engine: Engine, run_id: str) -> None:
+    tracker = StepTracker(engine.context(run_id))
+    tracker.start("llm-a", "chat_a", kind="llm")
+    tracker.start("llm-b", "chat_b", kind="llm")
+    tracker.token("A", step_id="llm-a")
+    tracker.token("B", step_id="llm-b", finish_reason="stop")
+    tracker.token("loose")
+    tokens = [e.model_dump() for e in stored(engine, run_id) if e.type == "token"]
+    assert [(t["content"], t.get("step_id")) for t in tokens] == [
+        ("A", "llm-a"),
+        ("B", "llm-b"),
+        ("loose", None),
+    ]
+    assert tokens[1]["finish_reason"] == "stop"
+
+
 def test_steps_from_many_threads_each_end_once(engine: Engine, run_id: str) -> None:
     tracker = StepTracker(engine.context(run_id))
 

@@ -9,8 +9,9 @@ the live view and the exports read them alike:
 - ``step`` when it ends: Dockrion's fields (``node_name``, ``duration_ms``, ``input_keys``,
   ``output_keys``) plus ``step_id``, ``parent_id``, ``kind``, ``status`` (``ok`` or
   ``error``), ``error`` (the message, on failure) and ``attributes``.
-- ``token`` for each streamed piece of LLM text; a final empty token carries
-  ``finish_reason`` when the source reports it only at the end.
+- ``token`` for each streamed piece of LLM text, with the ``step_id`` of its LLM call when
+  the source knows it; a final empty token carries ``finish_reason`` when the source reports
+  it only at the end.
 - ``custom:llm_usage`` after an LLM call: ``step_id``, ``model``, ``provider``,
   ``input_tokens``, ``output_tokens``, ``total_tokens``, ``time_to_first_token_ms``,
   ``duration_ms``. The run's totals are also kept in ``ctx.usage``, and a traced run
@@ -237,15 +238,18 @@ class StepTracker:
     def token(
         self, content: str, *, step_id: str | None = None, finish_reason: str | None = None
     ) -> None:
-        """A streamed piece of text (``step_id``: the LLM call it belongs to, for the time to
-        first token)."""
+        """A streamed piece of text. ``step_id`` (the LLM call it belongs to) is published with
+        it, so a view can tell apart tokens of LLM calls that run at once, and it times the
+        first token."""
+        extra: dict[str, Any] = {}
         if step_id is not None:
+            extra["step_id"] = step_id
             with self._lock:
                 step = self._open.get(step_id)
                 if step is not None and step.first_token_at is None:
                     step.first_token_at = time.perf_counter()
         self.ctx.sync_emit_event(
-            TokenEvent(run_id=self.run_id, content=content, finish_reason=finish_reason)
+            TokenEvent(run_id=self.run_id, content=content, finish_reason=finish_reason, **extra)
         )
 
     def time_to_first_token_ms(self, step_id: str) -> int | None:
