@@ -113,3 +113,15 @@ def test_the_otel_bench_measures_spans_in_and_out(redis_url: str) -> None:
         "export_spans_per_s",
     }
     assert all(value > 0 for value in figures.values())
+
+
+def test_langchain_overhead_measures_every_call_with_and_without_a_handler(
+    redis_url: str,
+) -> None:
+    from bench.langchain_overhead import measure
+
+    results = measure(tokens=20, steps=3, redis_url=redis_url)
+    assert set(results) == {"none", "memory", "redis"}
+    for row in results.values():
+        assert set(row) == {"stream_us_per_token", "astream_us_per_token", "graph_us_per_node"}
+        assert all(value > 0 for value in row.values())
