@@ -117,6 +117,38 @@ def test_a_traced_run_leaves_the_error_to_the_trace_which_names_the_step(
     assert error["error"] == "graph: bad input" and error["details"]["node"] == "graph"
 
 
+def test_a_failure_an_enclosing_step_absorbed_is_not_blamed_for_a_later_one(
+    engine: Engine, run_id: str
+) -> None:
+    tracker = StepTracker(engine.context(run_id))
+    tracker.start("root", "graph")
+    tracker.start("tools", "tools", parent_id="root")
+    tracker.start("t1", "get_weather", parent_id="tools", kind="tool")
+    tracker.end("t1", error=RuntimeError("timeout"))
+    tracker.end("tools")  # the tool error was handled: the node ended well
+    tracker.start("n2", "summarize", parent_id="root")
+    boom = ValueError("bad state")
+    tracker.end("n2", error=boom)
+    tracker.end("root", error=boom)
+    error = stored(engine, run_id)[-1].model_dump()
+    assert error["error"] == "summarize: bad state" and error["details"]["node"] == "summarize"
+
+
+def test_a_traced_run_failing_after_its_steps_recovered_names_no_step(
+    engine: Engine, run_id: str
+) -> None:
+    with pytest.raises(KeyError), dockrion_nb.trace(run_id, engine=engine):
+        tracker = StepTracker()
+        tracker.start("root", "graph")
+        tracker.start("t1", "lookup", parent_id="root", kind="tool")
+        tracker.end("t1", error=RuntimeError("not found"))
+        tracker.end("root")
+        raise KeyError("later, in the cell's own code")
+    error = stored(engine, run_id)[-1].model_dump()
+    assert error["type"] == "error" and "node" not in error["details"]
+    assert not error["error"].startswith("lookup")
+
+
 def test_usage_is_published_and_summed_into_the_complete_metadata(
     engine: Engine, run_id: str
 ) -> None:

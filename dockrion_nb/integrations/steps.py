@@ -18,7 +18,9 @@ the live view and the exports read them alike:
   (``%%publish``, ``trace()``) puts them in its ``complete`` event's ``metadata.usage``.
 - A failure of the outermost step ends the run with an ``error`` event naming the innermost
   step that failed (``details.node``), unless a ``Trace`` owns the run's end: then the trace's
-  own ``error`` event names it.
+  own ``error`` event names it. A failure that an enclosing step absorbed (it ended well, as
+  an agent does that recovers from a tool error) is forgotten, so a later one is not blamed
+  on it.
 
 Every value is made JSON-safe and bounded before it is published: framework objects never
 reach the backend, and one huge prompt never swamps the view.
@@ -100,6 +102,10 @@ class StepTracker:
         self.source = source
         self._open: dict[str, OpenStep] = {}
         self._lock = threading.Lock()
+        # The open ancestors of the step named in ``ctx.failed_step``: if one of them ends
+        # well, it absorbed that failure (a tool error the agent recovered from), so a later
+        # failure must not be blamed on it.
+        self._failure_ancestors: set[str] = set()
 
     @property
     def run_id(self) -> str:
@@ -138,6 +144,7 @@ class StepTracker:
             self._open[step_id] = step
             if parent_id is None:
                 self.ctx.failed_step = None
+                self._failure_ancestors.clear()
         fields: dict[str, Any] = {
             "node_name": name,
             "step_id": step_id,
@@ -172,6 +179,9 @@ class StepTracker:
         is still published, without a duration, if ``name`` is given)."""
         with self._lock:
             step = self._open.pop(step_id, None)
+            if error is None and step_id in self._failure_ancestors:
+                self._failure_ancestors.clear()
+                self.ctx.failed_step = None
         if step is None and name is None:
             return None
         if duration_ms is not None:
@@ -191,8 +201,10 @@ class StepTracker:
             fields["attributes"] = bounded(merged)
         if error is not None:
             fields["error"] = _message(error)[:MAX_ATTRIBUTE_CHARS]
-            if self.ctx.failed_step is None:
-                self.ctx.failed_step = node  # the innermost failing step is the first to end
+            with self._lock:
+                if self.ctx.failed_step is None:
+                    self.ctx.failed_step = node  # the innermost failing step ends first
+                    self._failure_ancestors = self._ancestors(parent)
         self.ctx.sync_emit_event(
             StepEvent(
                 run_id=self.run_id,
@@ -206,6 +218,15 @@ class StepTracker:
         if error is not None and parent is None and not self.ctx.traced:
             self.fail_run(error)
         return duration
+
+    def _ancestors(self, step_id: str | None) -> set[str]:
+        """``step_id`` and the open steps above it (call with the lock held)."""
+        found: set[str] = set()
+        while step_id is not None and step_id not in found:
+            found.add(step_id)
+            parent = self._open.get(step_id)
+            step_id = parent.parent_id if parent is not None else None
+        return found
 
     def annotate(self, step_id: str, **attributes: Any) -> None:
         """Attributes learnt while a step runs (a model name, a finish reason), published with
