@@ -616,6 +616,55 @@ def test_a_failing_node_in_a_traced_run_is_named_by_the_trace(engine: Engine, ru
     assert error["code"] == "KeyError"
 
 
+def test_a_tool_error_the_agent_handled_is_shown_but_not_blamed_for_a_later_failure(
+    engine: Engine, run_id: str
+) -> None:
+    @tool
+    def flaky(city: str) -> str:
+        """Always fails."""
+        raise ValueError("service down")
+
+    model = GenericFakeChatModel(
+        messages=iter(
+            [
+                AIMessage(
+                    content="",
+                    tool_calls=[{"name": "flaky", "args": {"city": "Paris"}, "id": "c1"}],
+                ),
+                AIMessage(content="Sorry, no weather today."),
+            ]
+        )
+    )
+
+    def agent(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    def route(state: MessagesState) -> str:
+        last = state["messages"][-1]
+        return "tools" if isinstance(last, AIMessage) and last.tool_calls else END
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("agent", agent)
+    graph.add_node("tools", ToolNode([flaky], handle_tool_errors=True))
+    graph.add_edge(START, "agent")
+    graph.add_conditional_edges("agent", route, ["tools", END])
+    graph.add_edge("tools", "agent")
+    with (
+        pytest.raises(KeyError),
+        dockrion_nb.trace(run_id, engine=engine, integrations=["langchain"]),
+    ):
+        out = graph.compile().invoke({"messages": [("human", "weather?")]})
+        assert out["messages"][-1].content == "Sorry, no weather today."
+        raise KeyError("late bug")
+    events = stored(engine, run_id)
+    assert_well_formed(events)
+    assert steps_named(events, "flaky")[0]["status"] == "error"
+    assert steps_named(events, "tools")[0]["status"] == "ok"
+    error = events[-1]
+    assert error["type"] == "error" and "node" not in error["details"]
+    assert error["error"] == "'late bug'"  # not "flaky: 'late bug'"
+
+
 async def test_a_failing_model_in_an_async_chain_names_the_model(
     engine: Engine, run_id: str
 ) -> None:
