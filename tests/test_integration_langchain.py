@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypedDict
 
 import pytest
-from IPython.testing.globalipapp import start_ipython
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
@@ -794,8 +793,8 @@ def test_cell_scope_traces_calls_without_callbacks_and_only_inside_the_block(
 
 
 @pytest.fixture(scope="module")
-def ip() -> Iterator[Any]:
-    shell = start_ipython()
+def ip(ipython: Any) -> Iterator[Any]:
+    shell = ipython
     shell.run_line_magic("load_ext", "dockrion_nb")
     yield shell
     shell.run_line_magic("unload_ext", "dockrion_nb")
