@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 # name -> (module, the pip extra that brings its framework)
 CELL_SCOPES: dict[str, tuple[str, str]] = {
     "langchain": ("dockrion_nb.integrations.langchain", "langchain"),
+    # openai or anthropic: the module itself names both when neither is installed
     "instrument": ("dockrion_nb.integrations.instrument", "openai"),
 }
 
