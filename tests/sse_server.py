@@ -57,6 +57,8 @@ class SseServer:
     def __init__(self, gate_timeout: float = 10.0) -> None:
         self.gate_timeout = gate_timeout
         self.replies: deque[Reply] = deque()
+        self.default: Reply | None = None
+        """The reply when none is queued (the bench serves one reply again and again)."""
         self.requests: list[Seen] = []
         self.late: list[str] = []
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -107,7 +109,7 @@ def _handler(server: SseServer) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = raw.decode("utf-8", "replace")
             server.requests.append(Seen(self.command, self.path, body))
-            reply = server.replies.popleft() if server.replies else None
+            reply = server.replies.popleft() if server.replies else server.default
             if reply is None:
                 reply = Reply(status=599, json_body={"error": {"message": "no reply scripted"}})
             if not reply.chunks:
@@ -361,3 +363,18 @@ def anthropic_events(
         (event("message_stop"), 0),
     ]
     return script
+
+
+def serve_repeating(kind: str, tokens: list[str], urls: Any, stop: Any) -> None:
+    """A child process's server (the bench): every request gets the same stream of ``tokens``,
+    OpenAI chat chunks or an Anthropic Messages stream; its URL goes to ``urls``."""
+    script = (
+        openai_chat_chunks("m", tokens)
+        if kind == "openai"
+        else anthropic_events("m", tokens, input_tokens=1, output_tokens=len(tokens))
+    )
+    server = SseServer()
+    server.default = Reply(chunks=[Chunk(data) for data, _ in script])
+    urls.put(server.url)
+    stop.wait()
+    server.close()

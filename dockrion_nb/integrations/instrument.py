@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from ..context import StreamContext
 from . import IntegrationUnavailableError
+from .llm_client import instrument_client, uninstrument_client
 
 ClientT = TypeVar("ClientT")
 
@@ -67,18 +68,12 @@ def instrument(client: ClientT, ctx: StreamContext | None = None) -> ClientT:
     ``trace()``), and a call outside any run passes through untouched. A ``ctx`` pins the
     client to that run. Idempotent; ``uninstrument(client)`` undoes it.
     """
-    module = _integration(client)
-    if module.__name__.endswith(".openai"):
-        result: ClientT = module.instrument_openai(client, ctx)
-    else:
-        result = module.instrument_anthropic(client, ctx)
-    return result
+    sdk = _integration(client).SDK
+    return instrument_client(client, sdk, ctx, "instrument()")
 
 
 def uninstrument(client: Any) -> bool:
     """Stop tracing a client ``instrument`` wrapped; False if it was not instrumented."""
-    from .llm_client import uninstrument_client
-
     return uninstrument_client(client)
 
 
