@@ -12,16 +12,16 @@ user's LLM call.
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from ..redaction import masked_logger
 from .steps import StepTracker
 
-log = logging.getLogger("dockrion_nb.integrations.llm")
+log = masked_logger("dockrion_nb.integrations.llm")
 
 P = ParamSpec("P")
 R = TypeVar("R")
