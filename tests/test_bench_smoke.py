@@ -125,3 +125,14 @@ def test_langchain_overhead_measures_every_call_with_and_without_a_handler(
     for row in results.values():
         assert set(row) == {"stream_us_per_token", "astream_us_per_token", "graph_us_per_node"}
         assert all(value > 0 for value in row.values())
+
+
+def test_llm_clients_bench_measures_every_case(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import llm_clients
+
+    assert llm_clients.main(["--tokens", "5", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("5 tokens per stream, median of 1, backend memory")
+    for case in ("openai sync chat stream", "openai async chat stream", "anthropic sync"):
+        line = next(line for line in out.splitlines() if case in line)
+        assert "per_token_us" in line and "first_token_traced_ms" in line

@@ -4,7 +4,9 @@ One module per source, each importing its framework lazily and installed as an o
 
 - ``langchain``: ``StreamCallbackHandler`` for LangChain and LangGraph (``[langchain]``)
 - ``openai`` / ``anthropic`` / ``instrument``: the provider SDKs' clients (``[openai]``,
-  ``[anthropic]``)
+  ``[anthropic]``), on ``llm_client`` (the SDKs' request path wrapped), ``llm_stream`` (a
+  stream followed as it is read) and ``llm_call`` (one API call as a step); these three import
+  no SDK
 - ``otel``: OpenTelemetry spans in (``SpanEventProcessor``) and runs out as spans (``[otel]``)
 - ``dockrion_server``: a running Dockrion server's runs over its HTTP/SSE API (``[server]``)
 
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 # name -> (module, the pip extra that brings its framework)
 CELL_SCOPES: dict[str, tuple[str, str]] = {
     "langchain": ("dockrion_nb.integrations.langchain", "langchain"),
+    # openai or anthropic: the module itself names both when neither is installed
     "instrument": ("dockrion_nb.integrations.instrument", "openai"),
 }
 
