@@ -1,0 +1,271 @@
+"""Attaching to a running Dockrion server: the real ``dockrion_runtime`` on a loopback port,
+serving an agent of the tests' own (``runtime_server``), followed over its HTTP/SSE API.
+
+Every test checks what the notebook side saw against the server's own record of the run
+(its replay, read without the code under test): every event once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from runtime_server import API_KEY, RuntimeServer, expected_types, words
+from servers import free_port
+from tcp_proxy import TcpProxy, tcp_proxy
+
+from dockrion_nb.events import BaseEvent, GapEvent
+from dockrion_nb.integrations.dockrion_server import (
+    NotADockrionServerError,
+    RunNotFoundError,
+    ServerRequestError,
+    ServerUnreachableError,
+    cancel_run,
+    follow,
+    get_run,
+    start_run,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeServer]:
+    runtime = RuntimeServer(tmp_path_factory.mktemp("dockrion-server"))
+    runtime.start()
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+@pytest.fixture
+def proxy(server: RuntimeServer) -> Iterator[TcpProxy]:
+    with tcp_proxy(server.port) as p:
+        yield p
+
+
+def new_run_id() -> str:
+    return f"srv-{uuid.uuid4().hex[:12]}"
+
+
+async def collect(url: str, run_id: str, **options: Any) -> list[BaseEvent]:
+    options.setdefault("api_key", API_KEY)
+    return [e async for e in follow(url, run_id, **options)]
+
+
+def ids(events: list[BaseEvent]) -> list[str]:
+    return [e.id for e in events]
+
+
+def assert_same_as_server(server: RuntimeServer, run_id: str, seen: list[BaseEvent]) -> None:
+    """Every stored event, once, in order, with the server's own ids and sequences."""
+    truth = server.stored_events(run_id)
+    assert [(e.sequence, e.type, e.id) for e in seen] == [
+        (d["sequence"], d["type"], d["id"]) for d in truth
+    ]
+    assert [e.sequence for e in seen] == list(range(1, len(truth) + 1))
+
+
+# -- following --------------------------------------------------------------------------------
+
+
+async def test_follow_yields_every_event_once_in_order_until_complete(
+    server: RuntimeServer,
+) -> None:
+    run_id = new_run_id()
+    answer = await start_run(server.url, {"text": words(8), "pause": 0.01}, run_id, api_key=API_KEY)
+    assert answer["run_id"] == run_id and answer["status"] == "accepted"
+    seen = await collect(server.url, run_id)
+    assert [e.type for e in seen] == expected_types(8)
+    assert "".join(e.content for e in seen if e.type == "token") == words(8) + " "
+    assert seen[-1].output["answer"] == words(8)  # type: ignore[attr-defined]
+    assert_same_as_server(server, run_id, seen)
+    assert (await get_run(server.url, run_id, api_key=API_KEY))["status"] == "completed"
+
+
+async def test_follow_from_a_sequence_starts_there(server: RuntimeServer) -> None:
+    run_id = new_run_id()
+    await start_run(server.url, {"text": words(3)}, run_id, api_key=API_KEY)
+    server.wait_status(run_id, "completed")
+    seen = await collect(server.url, run_id, from_sequence=5)
+    assert [e.sequence for e in seen] == list(range(5, 11))
+    assert seen[-1].type == "complete"
+
+
+async def test_follow_attached_mid_run_replays_the_start_then_follows_live(
+    server: RuntimeServer,
+) -> None:
+    run_id = new_run_id()
+    await start_run(server.url, {"text": words(30), "pause": 0.03}, run_id, api_key=API_KEY)
+    server.wait_status(run_id, "running")
+    await asyncio.sleep(0.3)
+    seen = await collect(server.url, run_id)
+    assert [e.type for e in seen] == expected_types(30)
+    assert_same_as_server(server, run_id, seen)
+
+
+async def test_follow_resumes_after_dropped_connections_with_no_gap_and_no_duplicate(
+    server: RuntimeServer, proxy: TcpProxy
+) -> None:
+    run_id = new_run_id()
+    await start_run(server.url, {"text": words(60), "pause": 0.03}, run_id, api_key=API_KEY)
+    states: list[str] = []
+    seen: list[BaseEvent] = []
+    cuts = 0
+    async for event in follow(proxy.url, run_id, api_key=API_KEY, on_state=states.append):
+        seen.append(event)
+        if len(seen) in (10, 45, 90) and not event.is_terminal:
+            cuts += proxy.cut()
+    assert cuts >= 3
+    assert_same_as_server(server, run_id, seen)
+    assert states.count("reconnecting") >= 3 and states[-2:] == ["live", "closed"]
+    resumed = [
+        int(r.rsplit("from_sequence=", 1)[1].split("&")[0])
+        for r in proxy.requests
+        if "/events?" in r
+    ]
+    # each reconnect asked for the sequence after the last one received, never from the start
+    assert len(resumed) >= 4 and resumed[0] == 1
+    assert all(1 < k <= len(seen) for k in resumed[1:])
+    assert resumed == sorted(resumed)
+
+
+async def test_follow_waits_out_a_server_outage_and_resumes(
+    server: RuntimeServer, proxy: TcpProxy
+) -> None:
+    run_id = new_run_id()
+    await start_run(server.url, {"text": words(40), "pause": 0.03}, run_id, api_key=API_KEY)
+    loop = asyncio.get_running_loop()
+    states: list[str] = []
+    seen: list[BaseEvent] = []
+    async for event in follow(proxy.url, run_id, api_key=API_KEY, on_state=states.append):
+        seen.append(event)
+        if len(seen) == 10:
+            proxy.refuse()
+            loop.call_later(1.5, proxy.restore)
+    assert proxy.refused >= 2  # it retried during the outage, with backoff
+    assert "reconnecting" in states
+    assert_same_as_server(server, run_id, seen)
+
+
+async def test_events_the_server_no_longer_holds_arrive_as_one_gap(server: RuntimeServer) -> None:
+    # Dockrion's memory backend keeps the last 1000 events of a run: 520 words make 1044
+    run_id = new_run_id()
+    await start_run(server.url, {"text": words(520)}, run_id, api_key=API_KEY)
+    server.wait_status(run_id, "completed")
+    seen = await collect(server.url, run_id)
+    gap = seen[0]
+    assert isinstance(gap, GapEvent)
+    assert (gap.from_sequence, gap.to_sequence) == (1, 44)
+    assert [e.sequence for e in seen[1:]] == list(range(45, 1045))
+    assert seen[-1].type == "complete"
+
+
+# -- cancelling -------------------------------------------------------------------------------
+
+
+async def test_cancel_ends_the_followed_run_with_cancelled(server: RuntimeServer) -> None:
+    run_id = new_run_id()
+    await start_run(server.url, {"text": words(80), "pause": 0.03}, run_id, api_key=API_KEY)
+    seen: list[BaseEvent] = []
+    async for event in follow(server.url, run_id, api_key=API_KEY):
+        seen.append(event)
+        if len(seen) == 5:
+            answer = await cancel_run(server.url, run_id, reason="enough", api_key=API_KEY)
+            assert answer == {"run_id": run_id, "status": "cancelled"}
+    assert seen[-1].type == "cancelled"
+    assert seen[-1].reason == "enough"  # type: ignore[attr-defined]
+    assert [e.sequence for e in seen] == list(range(1, len(seen) + 1))
+    # Dockrion does not stop the agent: it runs on and ends "completed" on the server
+    assert server.wait_status(run_id, "completed") == "completed"
+    with pytest.raises(ServerRequestError, match=r"refused cancelling the run \(400: .*finished"):
+        await cancel_run(server.url, run_id, api_key=API_KEY)
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+async def test_an_unreachable_server_is_one_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ServerUnreachableError, match=rf"cannot reach the Dockrion server at {url}"):
+        await get_run(url, "r1")
+    with pytest.raises(
+        ServerUnreachableError, match="check the URL and that the server is running"
+    ):
+        await collect(url, "r1")
+
+
+async def test_an_unknown_run_is_run_not_found(server: RuntimeServer) -> None:
+    with pytest.raises(RunNotFoundError, match=r"has no run 'nope-1' \(Run 'nope-1' not found\)"):
+        await get_run(server.url, "nope-1", api_key=API_KEY)
+    with pytest.raises(RunNotFoundError, match="has no run 'nope-2'"):
+        await collect(server.url, "nope-2")
+    with pytest.raises(RunNotFoundError):
+        await cancel_run(server.url, "nope-3", api_key=API_KEY)
+
+
+async def test_a_missing_api_key_is_refused_with_a_hint(
+    server: RuntimeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DOCKRION_API_KEY", raising=False)
+    with pytest.raises(ServerRequestError, match=r"refused starting a run \(401: API key required"):
+        await start_run(server.url, {"text": "a"})
+    with pytest.raises(ServerRequestError, match="DOCKRION_API_KEY"):
+        await collect(server.url, "any-run", api_key="wrong")
+    monkeypatch.setenv("DOCKRION_API_KEY", API_KEY)  # the default, as the server reads it
+    run_id = new_run_id()
+    assert (await start_run(server.url, {"text": "a"}, run_id))["run_id"] == run_id
+
+
+async def test_input_the_agent_rejects_is_the_servers_reason(server: RuntimeServer) -> None:
+    with pytest.raises(ServerRequestError, match=r"\(422: body.text: Field required\)"):
+        await start_run(server.url, {"pause": 1}, api_key=API_KEY)
+    with pytest.raises(ValueError, match="JSON object"):
+        await start_run(server.url, ["text"], api_key=API_KEY)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def other_http_server() -> Iterator[str]:
+    """A real HTTP server that is not Dockrion (Python's own, serving an empty folder)."""
+    handler = http.server.SimpleHTTPRequestHandler
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+async def test_a_server_that_is_not_dockrion_is_named_so(other_http_server: str) -> None:
+    with pytest.raises(NotADockrionServerError, match="does not serve Dockrion's runs API"):
+        await get_run(other_http_server, "r1")
+    with pytest.raises(NotADockrionServerError, match="does not serve Dockrion's runs API"):
+        await collect(other_http_server, "r1")
+
+
+async def test_credentials_in_the_url_are_masked_in_errors() -> None:
+    url = f"http://alice:s3cret-pw@127.0.0.1:{free_port()}"
+    with pytest.raises(ServerUnreachableError) as caught:
+        await get_run(url, "r1")
+    assert "s3cret-pw" not in str(caught.value)
+    assert "http://alice:***@127.0.0.1:" in str(caught.value)
+    with pytest.raises(ValueError) as bad:
+        follow("ftp://bob:hunter2@host/", "r1")
+    assert "hunter2" not in str(bad.value) and "ftp://bob:***@host" in str(bad.value)
+
+
+async def test_credentials_in_the_url_still_reach_the_server(server: RuntimeServer) -> None:
+    run_id = new_run_id()
+    url = server.url.replace("http://", "http://alice:s3cret-pw@")
+    await start_run(url, {"text": words(2)}, run_id, api_key=API_KEY)
+    seen = await collect(url, run_id)
+    assert [e.type for e in seen] == expected_types(2)
