@@ -10,26 +10,42 @@ from __future__ import annotations
 import asyncio
 import http.server
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from browser_harness import (
+    ForwardingRunView,
+    browser_context,
+    chromium_available,
+    create_view,
+    open_harness,
+    pump_outbox,
+    root_selector,
+    serve_harness,
+)
+from conftest import require
+from playwright.sync_api import expect
 from runtime_server import API_KEY, RuntimeServer, expected_types, words
 from servers import free_port
 from tcp_proxy import TcpProxy, tcp_proxy
 
+from dockrion_nb.engine import Engine
 from dockrion_nb.events import BaseEvent, GapEvent
 from dockrion_nb.integrations.dockrion_server import (
     NotADockrionServerError,
     RunNotFoundError,
     ServerRequestError,
+    ServerSource,
     ServerUnreachableError,
     cancel_run,
     follow,
     get_run,
     start_run,
 )
+from dockrion_nb.widget import RunView
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -59,8 +75,22 @@ async def collect(url: str, run_id: str, **options: Any) -> list[BaseEvent]:
     return [e async for e in follow(url, run_id, **options)]
 
 
-def ids(events: list[BaseEvent]) -> list[str]:
-    return [e.id for e in events]
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    eng = Engine(name="test-server-engine")
+    try:
+        yield eng
+    finally:
+        eng.shutdown()
+
+
+def wait_until(cond: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition not met in time")
 
 
 def assert_same_as_server(server: RuntimeServer, run_id: str, seen: list[BaseEvent]) -> None:
@@ -165,6 +195,123 @@ async def test_events_the_server_no_longer_holds_arrive_as_one_gap(server: Runti
     assert (gap.from_sequence, gap.to_sequence) == (1, 44)
     assert [e.sequence for e in seen[1:]] == list(range(45, 1045))
     assert seen[-1].type == "complete"
+
+
+# -- the live view ------------------------------------------------------------------------------
+
+
+def test_a_view_of_a_server_run_shows_every_event_once(
+    server: RuntimeServer, engine: Engine
+) -> None:
+    run_id = new_run_id()
+    engine.run(start_run(server.url, {"text": words(20), "pause": 0.02}, run_id, api_key=API_KEY))
+    view = RunView(run_id, engine=engine, source=ServerSource(server.url, api_key=API_KEY))
+    assert view.backend == f"dockrion server {server.url}"
+    assert view.can_cancel
+    assert view.wait(60) == "complete"
+    wait_until(lambda: view.connection == "closed")
+    assert view.note == "run finished (complete)"
+    assert_same_as_server(server, run_id, view.events)
+    view.close()
+
+
+def test_the_view_shows_reconnecting_while_the_link_is_down(
+    server: RuntimeServer, proxy: TcpProxy, engine: Engine
+) -> None:
+    run_id = new_run_id()
+    engine.run(start_run(server.url, {"text": words(60), "pause": 0.03}, run_id, api_key=API_KEY))
+    view = RunView(run_id, engine=engine, source=ServerSource(proxy.url, api_key=API_KEY))
+    connections: list[str] = []
+    view.observe(lambda change: connections.append(change["new"]), names=["connection"])
+    wait_until(lambda: len(view.events) >= 10)
+    proxy.refuse()
+    wait_until(lambda: view.connection == "reconnecting")
+    proxy.restore()
+    assert view.wait(60) == "complete"
+    assert "reconnecting" in connections
+    assert connections[connections.index("reconnecting") + 1] in ("live", "replay")
+    assert_same_as_server(server, run_id, view.events)
+    view.close()
+
+
+def test_a_server_view_keeps_following_when_the_backend_is_switched(
+    server: RuntimeServer, engine: Engine
+) -> None:
+    run_id = new_run_id()
+    engine.run(start_run(server.url, {"text": words(30), "pause": 0.02}, run_id, api_key=API_KEY))
+    view = RunView(run_id, engine=engine, source=ServerSource(server.url, api_key=API_KEY))
+    wait_until(lambda: len(view.events) >= 3)
+    engine.use({"backend": "memory"})
+    assert view.wait(60) == "complete"
+    assert_same_as_server(server, run_id, view.events)
+    view.close()
+
+
+def test_view_cancel_asks_the_server_and_the_view_ends_cancelled(
+    server: RuntimeServer, engine: Engine
+) -> None:
+    run_id = new_run_id()
+    engine.run(start_run(server.url, {"text": words(80), "pause": 0.03}, run_id, api_key=API_KEY))
+    view = RunView(run_id, engine=engine, source=ServerSource(server.url, api_key=API_KEY))
+    wait_until(lambda: len(view.events) >= 3)
+    assert view.cancel(reason="from python") == {"run_id": run_id, "status": "cancelled"}
+    assert view.wait(30) == "cancelled"
+    assert view.events[-1].type == "cancelled" and not view.following
+    assert [e.sequence for e in view.events] == list(range(1, len(view.events) + 1))
+    view.close()
+
+
+def test_a_view_of_the_bus_has_no_cancel(engine: Engine) -> None:
+    view = RunView("bus-run", engine=engine)
+    assert not view.can_cancel
+    with pytest.raises(ValueError, match="cannot cancel"):
+        view.cancel()
+    view.close()
+
+
+@pytest.fixture
+def page() -> Iterator[Any]:
+    require(chromium_available(), "headless Chromium (/usr/bin/chromium + playwright) missing")
+    with serve_harness() as url, browser_context() as context:
+        pg = context.new_page()
+        errors = open_harness(pg, url)
+        yield pg
+        assert errors == []
+
+
+@pytest.mark.browser
+def test_the_views_cancel_button_cancels_the_run_on_the_server(
+    server: RuntimeServer, engine: Engine, page: Any
+) -> None:
+    run_id = new_run_id()
+    engine.run(start_run(server.url, {"text": words(100), "pause": 0.03}, run_id, api_key=API_KEY))
+    view = ForwardingRunView(
+        run_id, engine=engine, source=ServerSource(server.url, api_key=API_KEY)
+    )
+    mid = create_view(page, view.initial)
+    root = root_selector(mid)
+    pump_outbox(page, mid, view, until=lambda: page.evaluate("(id) => H.records(id)", mid) >= 5)
+    button = page.locator(f"{root} .drnb-cancel")
+    expect(button).to_be_visible()
+    expect(button).to_have_text("cancel run")
+    button.click()
+    expect(button).to_be_disabled()
+    pump_outbox(page, mid, view, until=lambda: view.status == "cancelled" and not view.following)
+    expect(page.locator(f"{root} .drnb-badge")).to_have_text("cancelled")
+    expect(button).to_be_hidden()
+    last = view.events[-1]
+    assert last.type == "cancelled"
+    stored = [d for d in server.stored_events(run_id) if d["type"] == "cancelled"]
+    assert [d["sequence"] for d in stored] == [last.sequence]
+    assert page.locator(f"{root} .drnb-row").last.text_content().find("cancelled") >= 0
+    view.close()
+
+
+def test_a_view_without_a_cancelling_source_shows_no_button(page: Any, engine: Engine) -> None:
+    view = ForwardingRunView("bus-run-2", engine=engine)
+    mid = create_view(page, view.initial)
+    expect(page.locator(f"{root_selector(mid)} .drnb-cancel")).to_be_hidden()
+    view.close()
 
 
 # -- cancelling -------------------------------------------------------------------------------
