@@ -32,6 +32,7 @@ from runtime_server import API_KEY, RuntimeServer, expected_types, words
 from servers import free_port
 from tcp_proxy import TcpProxy, tcp_proxy
 
+from dockrion_nb.api import cancel_server_run, start_server_run, watch
 from dockrion_nb.engine import Engine
 from dockrion_nb.events import BaseEvent, GapEvent
 from dockrion_nb.integrations.dockrion_server import (
@@ -311,6 +312,41 @@ def test_a_view_without_a_cancelling_source_shows_no_button(page: Any, engine: E
     view = ForwardingRunView("bus-run-2", engine=engine)
     mid = create_view(page, view.initial)
     expect(page.locator(f"{root_selector(mid)} .drnb-cancel")).to_be_hidden()
+    view.close()
+
+
+# -- the Python API: watch(server=...), start_server_run, cancel_server_run -----------------
+
+
+def test_watch_with_server_follows_the_servers_run(server: RuntimeServer, engine: Engine) -> None:
+    run_id = start_server_run(
+        server.url, {"text": words(12), "pause": 0.01}, api_key=API_KEY, engine=engine
+    )
+    view = watch(run_id, server=server.url, api_key=API_KEY, display=False, engine=engine)
+    assert view.backend == f"dockrion server {server.url}"
+    assert view.wait(60) == "complete"
+    assert_same_as_server(server, run_id, view.events)
+    view.close()
+
+
+def test_watch_with_server_fails_at_once_for_a_run_the_server_does_not_know(
+    server: RuntimeServer, engine: Engine
+) -> None:
+    with pytest.raises(RunNotFoundError, match="has no run 'never-started'"):
+        watch("never-started", server=server.url, api_key=API_KEY, display=False, engine=engine)
+    with pytest.raises(ServerUnreachableError):
+        watch("r1", server=f"http://127.0.0.1:{free_port()}", display=False, engine=engine)
+
+
+def test_cancel_server_run_ends_a_watched_run(server: RuntimeServer, engine: Engine) -> None:
+    run_id = start_server_run(
+        server.url, {"text": words(80), "pause": 0.03}, api_key=API_KEY, engine=engine
+    )
+    view = watch(run_id, server=server.url, api_key=API_KEY, display=False, engine=engine)
+    wait_until(lambda: len(view.events) >= 3)
+    answer = cancel_server_run(server.url, run_id, reason="test", api_key=API_KEY, engine=engine)
+    assert answer["status"] == "cancelled"
+    assert view.wait(30) == "cancelled"
     view.close()
 
 
