@@ -27,13 +27,15 @@ from browser_harness import (
     serve_harness,
 )
 from conftest import require
+from IPython.core.error import UsageError
 from playwright.sync_api import expect
 from runtime_server import API_KEY, RuntimeServer, expected_types, words
 from servers import free_port
 from tcp_proxy import TcpProxy, tcp_proxy
 
+import dockrion_nb.api
 from dockrion_nb.api import cancel_server_run, start_server_run, watch
-from dockrion_nb.engine import Engine
+from dockrion_nb.engine import Engine, get_engine, reset_engine
 from dockrion_nb.events import BaseEvent, GapEvent
 from dockrion_nb.integrations.dockrion_server import (
     NotADockrionServerError,
@@ -257,7 +259,8 @@ def test_view_cancel_asks_the_server_and_the_view_ends_cancelled(
     wait_until(lambda: len(view.events) >= 3)
     assert view.cancel(reason="from python") == {"run_id": run_id, "status": "cancelled"}
     assert view.wait(30) == "cancelled"
-    assert view.events[-1].type == "cancelled" and not view.following
+    wait_until(lambda: not view.following)
+    assert view.events[-1].type == "cancelled"
     assert [e.sequence for e in view.events] == list(range(1, len(view.events) + 1))
     view.close()
 
@@ -348,6 +351,136 @@ def test_cancel_server_run_ends_a_watched_run(server: RuntimeServer, engine: Eng
     assert answer["status"] == "cancelled"
     assert view.wait(30) == "cancelled"
     view.close()
+
+
+# -- %dockrion -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ip(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An in-process IPython shell with the magics, a fresh engine and the server's API key in
+    DOCKRION_API_KEY (where ``%dockrion`` reads it, as the server does)."""
+    from IPython.testing import globalipapp
+
+    shell = globalipapp.start_ipython() or globalipapp.get_ipython()
+    shell.run_line_magic("load_ext", "dockrion_nb")
+    reset_engine()
+    monkeypatch.setenv("DOCKRION_API_KEY", API_KEY)
+    yield shell
+    reset_engine()
+
+
+@pytest.fixture
+def shown(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The views the magics display, captured at the API's display seam."""
+    seen: list[Any] = []
+    monkeypatch.setattr(dockrion_nb.api, "_display", seen.append)
+    return seen
+
+
+def test_dockrion_run_starts_a_run_and_watches_it(
+    server: RuntimeServer, ip: Any, shown: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id = new_run_id()
+    text = words(10)
+    ip.run_line_magic("dockrion", f'run {server.url} \'{{"text": "{text}"}}\' --run-id {run_id}')
+    assert capsys.readouterr().out == f"started run {run_id} on {server.url}\n"
+    (view,) = shown
+    assert isinstance(view, RunView) and view.run_id == run_id
+    assert view.wait(60) == "complete"
+    assert_same_as_server(server, run_id, view.events)
+    view.close()
+
+
+def test_dockrion_run_no_watch_only_starts_it(
+    server: RuntimeServer, ip: Any, shown: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.run_line_magic("dockrion", f'run {server.url} \'{{"text": "a b"}}\' --no-watch')
+    run_id = capsys.readouterr().out.split()[2]
+    assert shown == []
+    assert server.wait_status(run_id, "completed") == "completed"
+
+
+def test_dockrion_attach_shows_a_runs_view(
+    server: RuntimeServer, ip: Any, shown: list[Any]
+) -> None:
+    run_id = new_run_id()
+    get_engine().run(start_run(server.url, {"text": words(5)}, run_id))
+    server.wait_status(run_id, "completed")
+    ip.run_line_magic("dockrion", f"attach {server.url} {run_id} --from 3")
+    (view,) = shown
+    assert view.wait(30) == "complete"
+    assert [e.sequence for e in view.events] == list(range(3, 15))
+    view.close()
+
+
+def test_dockrion_cancel_cancels_a_watched_run(
+    server: RuntimeServer, ip: Any, shown: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id = new_run_id()
+    get_engine().run(start_run(server.url, {"text": words(80), "pause": 0.03}, run_id))
+    ip.run_line_magic("dockrion", f"attach {server.url} {run_id}")
+    (view,) = shown
+    wait_until(lambda: len(view.events) >= 3)
+    ip.run_line_magic("dockrion", f"cancel {server.url} {run_id} --reason 'seen enough'")
+    assert capsys.readouterr().out == f"run {run_id}: cancel requested; the server says cancelled\n"
+    assert view.wait(30) == "cancelled"
+    assert view.events[-1].reason == "seen enough"  # type: ignore[attr-defined]
+    view.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("attach URL nope-run", "the Dockrion server at URL has no run 'nope-run'"),
+        ("cancel URL nope-run", "has no run 'nope-run'"),
+        ("attach DEAD r1", "cannot reach the Dockrion server at DEAD"),
+        ("run URL 'not json'", "the run's input is not JSON"),
+        ("run URL '[1, 2]'", "the run's input must be a JSON object"),
+        ("run URL '{}'", "(422: body.text: Field required)"),
+        ("attach URL r1 --reason x", "--reason: not an option of %dockrion attach"),
+        ("attach URL r1 --api-key-env NO_SUCH_VAR_X", "NO_SUCH_VAR_X: that variable is not set"),
+        ("attach ftp://host r1", "starts with http:// or https://"),
+        ("attach URL 'bad id'", "invalid run id 'bad id'"),
+        ("detach URL r1", "invalid choice: 'detach'"),
+    ],
+)
+def test_dockrion_errors_are_one_line(
+    server: RuntimeServer, ip: Any, shown: list[Any], args: str, message: str
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    line = args.replace("URL", server.url).replace("DEAD", dead)
+    with pytest.raises(UsageError) as caught:
+        ip.run_line_magic("dockrion", line)
+    text = str(caught.value)
+    assert message.replace("URL", server.url).replace("DEAD", dead) in text
+    assert "\n" not in text
+    assert shown == []
+
+
+def test_dockrion_without_the_api_key_says_how_to_give_it(
+    server: RuntimeServer, ip: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DOCKRION_API_KEY")
+    with pytest.raises(UsageError, match=r"refused reading the run \(401: .*DOCKRION_API_KEY"):
+        ip.run_line_magic("dockrion", f"attach {server.url} r1")
+
+
+def test_dockrion_masks_credentials_in_the_url(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://alice:s3cret-pw@127.0.0.1:{free_port()}"
+    with pytest.raises(UsageError) as caught:
+        ip.run_line_magic("dockrion", f"attach {url} r1")
+    assert "s3cret-pw" not in str(caught.value) and "alice:***@" in str(caught.value)
+
+
+def test_dockrion_help_shows_every_action_and_option(
+    ip: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.run_cell("%dockrion?")
+    out = capsys.readouterr().out
+    assert "%dockrion [--run-id RUN_ID]" in out
+    for needed in ("{attach,run,cancel}", "--api-key-env", "--no-watch", "--reason", "--from"):
+        assert needed in out
 
 
 # -- cancelling -------------------------------------------------------------------------------
