@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import io
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -35,8 +39,9 @@ from tcp_proxy import TcpProxy, tcp_proxy
 
 import dockrion_nb.api
 from dockrion_nb.api import cancel_server_run, start_server_run, watch
+from dockrion_nb.cli import main as cli_main
 from dockrion_nb.engine import Engine, get_engine, reset_engine
-from dockrion_nb.events import BaseEvent, GapEvent
+from dockrion_nb.events import BaseEvent, GapEvent, parse_event
 from dockrion_nb.integrations.dockrion_server import (
     NotADockrionServerError,
     RunNotFoundError,
@@ -481,6 +486,91 @@ def test_dockrion_help_shows_every_action_and_option(
     assert "%dockrion [--run-id RUN_ID]" in out
     for needed in ("{attach,run,cancel}", "--api-key-env", "--no-watch", "--reason", "--from"):
         assert needed in out
+
+
+# -- dockrion-nb tail --server ----------------------------------------------------------------
+
+
+def cli(argv: list[str], environ: dict[str, str] | None = None) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    env = {"DOCKRION_API_KEY": API_KEY} if environ is None else environ
+    code = cli_main(argv, environ=env, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_tail_server_prints_every_event_and_exits_0(server: RuntimeServer) -> None:
+    run_id = new_run_id()
+    asyncio.run(start_run(server.url, {"text": words(6), "pause": 0.01}, run_id, api_key=API_KEY))
+    proc = subprocess.run(
+        [sys.executable, "-m", "dockrion_nb", "tail", run_id, "--server", server.url, "--json"],
+        env={**os.environ, "DOCKRION_API_KEY": API_KEY},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == f"following run {run_id} on {server.url} (Ctrl-C to stop)\n"
+    printed = [parse_event(line) for line in proc.stdout.splitlines()]
+    assert_same_as_server(server, run_id, printed)
+
+
+def test_tail_server_survives_a_dropped_connection(server: RuntimeServer, proxy: TcpProxy) -> None:
+    run_id = new_run_id()
+    asyncio.run(start_run(server.url, {"text": words(50), "pause": 0.03}, run_id, api_key=API_KEY))
+    cutter = threading.Timer(1.0, proxy.cut)
+    cutter.start()
+    try:
+        code, out, _ = cli(["tail", run_id, "--server", proxy.url, "--json"])
+    finally:
+        cutter.cancel()
+    assert code == 0
+    assert len([r for r in proxy.requests if "/events?" in r]) >= 2
+    assert_same_as_server(server, run_id, [parse_event(line) for line in out.splitlines()])
+
+
+def test_tail_server_of_a_cancelled_run_exits_1(server: RuntimeServer) -> None:
+    run_id = new_run_id()
+    asyncio.run(start_run(server.url, {"text": words(80), "pause": 0.03}, run_id, api_key=API_KEY))
+    server.wait_status(run_id, "running")
+    threading.Timer(
+        0.5, lambda: asyncio.run(cancel_run(server.url, run_id, api_key=API_KEY))
+    ).start()
+    code, out, _ = cli(["tail", run_id, "--server", server.url])
+    assert code == 1
+    assert out.splitlines()[-1].split()[2] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["tail", "nope-run", "--server", "URL"],
+            "the Dockrion server at URL has no run 'nope-run'",
+        ),
+        (["tail", "r1", "--server", "DEAD"], "cannot reach the Dockrion server at DEAD"),
+        (["tail", "r1", "--server", "URL", "--url", "redis://x"], "--url: a backend option"),
+        (["tail", "r1", "--server", "URL", "--api-key-env", "NO_SUCH_X"], "NO_SUCH_X: that"),
+        (["tail", "r1", "--server", "URL", "--from", "0"], "--from must be 1 or more, not 0"),
+    ],
+)
+def test_tail_server_errors_are_one_line_exit_2(
+    server: RuntimeServer, argv: list[str], message: str
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    argv = [a.replace("URL", server.url).replace("DEAD", dead) for a in argv]
+    code, out, err = cli(argv)
+    assert code == 2 and out == ""
+    expected = message.replace("URL", server.url).replace("DEAD", dead)
+    assert err.startswith("dockrion-nb: error: ") and expected in err
+    assert err.count("\n") == 1
+
+
+def test_tail_server_masks_credentials_and_needs_the_key(server: RuntimeServer) -> None:
+    url = server.url.replace("http://", "http://alice:s3cret-pw@")
+    code, _, err = cli(["tail", "r1", "--server", url], environ={})
+    assert code == 2
+    assert "401" in err and "DOCKRION_API_KEY" in err
+    assert "s3cret-pw" not in err and "alice:***@" in err
 
 
 # -- cancelling -------------------------------------------------------------------------------
