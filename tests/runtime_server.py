@@ -156,6 +156,11 @@ class RuntimeServer:
             f"the Dockrion server was not ready in {STARTUP_TIMEOUT:g} s:\n{self.log_tail()}"
         )
 
+    def restart(self) -> None:
+        """Stop the server and start a fresh one on the same port (runs are forgotten)."""
+        self.stop()
+        self.start()
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

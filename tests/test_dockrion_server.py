@@ -675,3 +675,29 @@ async def test_credentials_in_the_url_still_reach_the_server(server: RuntimeServ
     await start_run(url, {"text": words(2)}, run_id, api_key=API_KEY)
     seen = await collect(url, run_id)
     assert [e.type for e in seen] == expected_types(2)
+
+
+# -- last: restarts the module's server --------------------------------------------------------
+
+
+async def test_a_restarted_server_that_forgot_the_run_is_one_clear_error(
+    server: RuntimeServer,
+) -> None:
+    """Dockrion keeps runs in its process memory: the follower rides out the outage (the
+    server's port refuses connections meanwhile), then says the run is gone."""
+    run_id = new_run_id()
+    await start_run(server.url, {"text": words(200), "pause": 0.03}, run_id, api_key=API_KEY)
+    states: list[str] = []
+    seen: list[BaseEvent] = []
+    restarting: asyncio.Task[None] | None = None
+    with pytest.raises(RunNotFoundError) as caught:
+        async for event in follow(server.url, run_id, api_key=API_KEY, on_state=states.append):
+            seen.append(event)
+            if len(seen) == 10:
+                restarting = asyncio.create_task(asyncio.to_thread(server.restart))
+    assert restarting is not None
+    await restarting
+    assert f"no longer knows run {run_id} (restarted?" in str(caught.value)
+    assert f"events up to #{len(seen)} arrived" in str(caught.value)
+    assert "reconnecting" in states and states[-1] == "closed"
+    assert [e.sequence for e in seen] == list(range(1, len(seen) + 1))
