@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import random
 import re
@@ -56,9 +55,9 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 
 from ..backends.base import BackendError
 from ..events import BaseEvent, EventValidationError, GapEvent, parse_event, validate_run_id
-from ..redaction import mask_url, scrub
+from ..redaction import mask_url, masked_logger, scrub
 
-log = logging.getLogger("dockrion_nb.integrations.dockrion_server")
+log = masked_logger("dockrion_nb.integrations.dockrion_server")
 
 API_KEY_ENV = "DOCKRION_API_KEY"
 """Where the API key is read from when none is given (the variable Dockrion's server uses)."""
