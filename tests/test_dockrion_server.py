@@ -152,13 +152,13 @@ async def test_follow_resumes_after_dropped_connections_with_no_gap_and_no_dupli
     server: RuntimeServer, proxy: TcpProxy
 ) -> None:
     run_id = new_run_id()
-    await start_run(server.url, {"text": words(60), "pause": 0.03}, run_id, api_key=API_KEY)
+    await start_run(server.url, {"text": words(80), "pause": 0.03}, run_id, api_key=API_KEY)
     states: list[str] = []
     seen: list[BaseEvent] = []
     cuts = 0
     async for event in follow(proxy.url, run_id, api_key=API_KEY, on_state=states.append):
         seen.append(event)
-        if len(seen) in (10, 45, 90) and not event.is_terminal:
+        if len(seen) in (10, 40, 70) and not event.is_terminal:
             cuts += proxy.cut()
     assert cuts >= 3
     assert_same_as_server(server, run_id, seen)
@@ -293,7 +293,7 @@ def test_the_views_cancel_button_cancels_the_run_on_the_server(
     server: RuntimeServer, engine: Engine, page: Any
 ) -> None:
     run_id = new_run_id()
-    engine.run(start_run(server.url, {"text": words(100), "pause": 0.03}, run_id, api_key=API_KEY))
+    engine.run(start_run(server.url, {"text": words(200), "pause": 0.03}, run_id, api_key=API_KEY))
     view = ForwardingRunView(
         run_id, engine=engine, source=ServerSource(server.url, api_key=API_KEY)
     )
@@ -516,14 +516,22 @@ def test_tail_server_prints_every_event_and_exits_0(server: RuntimeServer) -> No
 
 def test_tail_server_survives_a_dropped_connection(server: RuntimeServer, proxy: TcpProxy) -> None:
     run_id = new_run_id()
-    asyncio.run(start_run(server.url, {"text": words(50), "pause": 0.03}, run_id, api_key=API_KEY))
-    cutter = threading.Timer(1.0, proxy.cut)
+    asyncio.run(start_run(server.url, {"text": words(80), "pause": 0.03}, run_id, api_key=API_KEY))
+    streaming = threading.Event()
+
+    def cut_once_streaming() -> None:
+        deadline = time.monotonic() + 30
+        while not any("/events?" in r for r in proxy.requests) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        streaming.set()
+        proxy.cut()
+
+    cutter = threading.Thread(target=cut_once_streaming, daemon=True)
     cutter.start()
-    try:
-        code, out, _ = cli(["tail", run_id, "--server", proxy.url, "--json"])
-    finally:
-        cutter.cancel()
-    assert code == 0
+    code, out, _ = cli(["tail", run_id, "--server", proxy.url, "--json"])
+    cutter.join(30)
+    assert code == 0 and streaming.is_set()
     assert len([r for r in proxy.requests if "/events?" in r]) >= 2
     assert_same_as_server(server, run_id, [parse_event(line) for line in out.splitlines()])
 
