@@ -312,7 +312,7 @@ def test_the_views_cancel_button_cancels_the_run_on_the_server(
     assert last.type == "cancelled"
     stored = [d for d in server.stored_events(run_id) if d["type"] == "cancelled"]
     assert [d["sequence"] for d in stored] == [last.sequence]
-    assert page.locator(f"{root} .drnb-row").last.text_content().find("cancelled") >= 0
+    expect(page.locator(f"{root} .drnb-box-cancelled .drnb-box-title")).to_have_text("Cancelled")
     view.close()
 
 
@@ -362,12 +362,10 @@ def test_cancel_server_run_ends_a_watched_run(server: RuntimeServer, engine: Eng
 
 
 @pytest.fixture
-def ip(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """An in-process IPython shell with the magics, a fresh engine and the server's API key in
+def ip(ipython: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The session's IPython shell with the magics, a fresh engine and the server's API key in
     DOCKRION_API_KEY (where ``%dockrion`` reads it, as the server does)."""
-    from IPython.testing import globalipapp
-
-    shell = globalipapp.start_ipython() or globalipapp.get_ipython()
+    shell = ipython
     shell.run_line_magic("load_ext", "dockrion_nb")
     reset_engine()
     monkeypatch.setenv("DOCKRION_API_KEY", API_KEY)
