@@ -103,27 +103,81 @@ def watch(
     max_events: int | None = None,
     display: bool = True,
     engine: Engine | None = None,
+    server: str | None = None,
+    api_key: str | None = None,
 ) -> RunView:
     """A live view of a run (replay, then live); shown at once when ``display`` is true.
 
-    A run with no events yet is not an error: the view waits for it.
+    A run with no events yet is not an error: the view waits for it. With ``server`` (a
+    Dockrion server's URL, ``[server]`` extra) the view follows that server's run over its
+    HTTP/SSE API instead of the notebook's backend, and can cancel it; ``api_key`` defaults to
+    ``$DOCKRION_API_KEY``. An unreachable server or a run it does not know is an error here.
     """
     from .widget import RunView
 
     validate_run_id(run_id)
     if from_sequence < 1:
         raise ValueError(f"--from must be 1 or more, not {from_sequence}")
+    eng = engine or get_engine()
+    source = None
+    if server is not None:
+        mod = _dockrion_server()
+        source = mod.ServerSource(server, api_key=api_key)
+        eng.run(mod.get_run(source.server, run_id))
     view = RunView(
         run_id,
         from_sequence=from_sequence,
         types=check_types(types),
         live=True,
         max_events=max_events,
-        engine=engine or get_engine(),
+        engine=eng,
+        source=source,
     )
     if display:
         _display(view)
     return view
+
+
+def _dockrion_server() -> Any:
+    """The Dockrion server integration, imported on first use (it needs httpx)."""
+    from .integrations import load_module
+
+    return load_module(
+        "dockrion_nb.integrations.dockrion_server", "server", "following a Dockrion server"
+    )
+
+
+def start_server_run(
+    server: str,
+    payload: Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    api_key: str | None = None,
+    engine: Engine | None = None,
+) -> str:
+    """Start a run on a Dockrion server (``POST /runs`` with ``payload``, the agent's input);
+    returns its run id. Watch it with ``watch(run_id, server=server)``."""
+    mod = _dockrion_server()
+    eng = engine or get_engine()
+    answer = eng.run(mod.start_run(server, payload, run_id, api_key=api_key))
+    return str(answer["run_id"])
+
+
+def cancel_server_run(
+    server: str,
+    run_id: str,
+    *,
+    reason: str | None = None,
+    api_key: str | None = None,
+    engine: Engine | None = None,
+) -> dict[str, Any]:
+    """Ask a Dockrion server to cancel a run (``DELETE /runs/ID``); returns its answer. The
+    server publishes ``cancelled``, which ends every view of the run; Dockrion 0.0.3 does not
+    stop the agent's code itself."""
+    mod = _dockrion_server()
+    eng = engine or get_engine()
+    answer: dict[str, Any] = eng.run(mod.cancel_run(server, run_id, reason=reason, api_key=api_key))
+    return answer
 
 
 def replay(
@@ -245,6 +299,7 @@ __all__ = [
     "aselect_events",
     "backend_settings",
     "build_config",
+    "cancel_server_run",
     "check_types",
     "jsonable",
     "no_events",
@@ -257,6 +312,7 @@ __all__ = [
     "runs",
     "select_events",
     "simulate_agent",
+    "start_server_run",
     "to_dataframe",
     "trace",
     "use_backend",

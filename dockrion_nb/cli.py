@@ -2,9 +2,10 @@
 
 ``publish``, ``tail`` (follow a run live), ``replay``, ``runs``, ``demo`` (a simulated agent
 run) and ``export`` (a finished run as OpenTelemetry spans, over OTLP/HTTP), with the same
-backend options as ``%stream_backend``. With Redis (``--url`` or ``REDIS_URL``) a terminal can
-publish while a notebook watches, or the other way round; on the memory backend ``demo`` prints
-the whole trace here, no notebook needed.
+backend options as ``%stream_backend``; ``tail --server URL`` follows a run on a running
+Dockrion server instead, over its HTTP/SSE API. With Redis (``--url`` or ``REDIS_URL``) a
+terminal can publish while a notebook watches, or the other way round; on the memory backend
+``demo`` prints the whole trace here, no notebook needed.
 
 Exit codes: 0 success (a followed run completed; a run exported, whatever its status), 1 a
 followed run ended in ``error`` or ``cancelled``, 2 any error (one line on stderr), 130
@@ -43,9 +44,10 @@ from .integrations import IntegrationUnavailableError, load_module
 from .redaction import mask_url, scrub
 from .selection import NoEventsError, aselect_events, check_types
 from .tables import RunTable
-from .terminal import TracePrinter, follow_run
+from .terminal import TracePrinter, follow_run, print_run
 
 PROG = "dockrion-nb"
+API_KEY_ENV = "DOCKRION_API_KEY"
 MEMORY_HINT = (
     " (the memory backend only sees this process; use --url or REDIS_URL to share runs "
     "between processes)"
@@ -148,6 +150,18 @@ def build_parser() -> ArgumentParser:
         type=_positive_float,
         metavar="SECONDS",
         help="give up after this long without the run ending",
+    )
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="follow the run on a running Dockrion server (its HTTP/SSE API) instead of a "
+        "backend; needs dockrion-nb[server]",
+    )
+    p.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        default=API_KEY_ENV,
+        help=f"with --server: the environment variable holding its API key (default {API_KEY_ENV})",
     )
 
     p = sub.add_parser("replay", parents=[backend], help="print a run's stored events")
@@ -315,6 +329,53 @@ async def cmd_tail(args: argparse.Namespace, s: Session, out: IO[str], err: IO[s
     return _exit_for(last)
 
 
+async def cmd_tail_server(
+    args: argparse.Namespace, environ: Mapping[str, str], out: IO[str], err: IO[str]
+) -> int:
+    """``tail --server URL``: a run on a Dockrion server, printed until it ends."""
+    run_id = validate_run_id(args.run_id)
+    if args.from_sequence < 1:
+        raise CommandError(f"--from must be 1 or more, not {args.from_sequence}")
+    backend_options = [
+        flag
+        for flag, value in (
+            ("--backend", args.backend),
+            ("--url", args.url),
+            ("--ttl", args.ttl),
+            ("--max-events", args.max_events),
+            ("--pool-size", args.pool_size),
+            ("--dockfile", args.dockfile),
+        )
+        if value is not None
+    ]
+    if backend_options:
+        raise CommandError(f"{', '.join(backend_options)}: a backend option, not for --server")
+    key = environ.get(args.api_key_env)
+    if key is None and args.api_key_env != API_KEY_ENV:
+        raise CommandError(f"--api-key-env {args.api_key_env}: that variable is not set")
+    types = check_types(args.types)
+    try:
+        server: Any = load_module(
+            "dockrion_nb.integrations.dockrion_server", "server", "tail --server"
+        )
+    except IntegrationUnavailableError as exc:
+        raise CommandError(str(exc)) from None
+    await server.get_run(args.server, run_id, api_key=key or "")  # there, and knows the run
+    events = server.follow(args.server, run_id, args.from_sequence, api_key=key or "")
+    err.write(f"following run {run_id} on {mask_url(args.server)} (Ctrl-C to stop)\n")
+    err.flush()
+    printer = TracePrinter(out, as_json=args.json)
+    try:
+        last = await asyncio.wait_for(print_run(events, printer, types=types), args.timeout)
+    except TimeoutError:
+        printer.close()
+        seen = f"after {printer.count} events" if printer.count else "with no events"
+        raise CommandError(f"run {run_id} did not end within {args.timeout:g} s ({seen})") from None
+    if last is None:
+        raise CommandError(f"the server's stream of run {run_id} ended before the run did")
+    return _exit_for(last)
+
+
 async def cmd_replay(args: argparse.Namespace, s: Session, out: IO[str], err: IO[str]) -> int:
     try:
         events = await aselect_events(
@@ -447,6 +508,8 @@ USER_ERRORS = (
 async def _run(
     args: argparse.Namespace, environ: Mapping[str, str], out: IO[str], err: IO[str]
 ) -> int:
+    if args.command == "tail" and args.server is not None:
+        return await cmd_tail_server(args, environ, out, err)
     session = Session(config_from(args, environ), environ)
     if session.fallback_reason:
         err.write(f"warning: {session.fallback_reason}\n")

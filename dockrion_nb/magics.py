@@ -1,5 +1,5 @@
 """IPython magics: ``%stream_backend``, ``%%publish``, ``%publish``, ``%replay``, ``%watch``,
-``%runs``.
+``%runs``, and ``%dockrion`` for runs on a Dockrion server.
 
 Thin on purpose: argument parsing, display and one-line errors here; the work is done by the
 functions in ``dockrion_nb.api``, which scripts can call without magics. Defaults are traitlets
@@ -24,6 +24,8 @@ import ast
 import asyncio
 import contextlib
 import inspect
+import json
+import os
 import shlex
 import traceback
 from collections.abc import Callable, Iterator
@@ -44,7 +46,7 @@ from .engine import backend_location, get_engine, reset_engine
 from .events import EventValidationError, validate_run_id
 from .eventtext import parse_events_text, parse_fields, user_event
 from .filters import EventsFilter
-from .redaction import masked_logger, scrub
+from .redaction import mask_url, masked_logger, scrub
 from .tracing import RunExistsError, Trace
 
 log = masked_logger("dockrion_nb.magics")
@@ -630,12 +632,140 @@ class StreamMagics(Magics):
             return api.runs(args.pattern, engine=get_engine())
 
 
+@magics_class
+class ServerMagics(Magics):
+    """``%dockrion``: runs on a running Dockrion server, over its HTTP/SSE API."""
+
+    @magic_arguments()
+    @argument("action", choices=["attach", "run", "cancel"], help="What to do.")
+    @argument("url", metavar="URL", help="The server's root URL, e.g. http://localhost:8080.")
+    @argument(
+        "target",
+        metavar="RUN_ID|INPUT",
+        help="attach, cancel: the run id. run: the agent's input, a JSON object in quotes.",
+    )
+    @argument("--run-id", help="run: ask the server for this run id.")
+    @argument(
+        "--from",
+        dest="from_sequence",
+        type=int,
+        default=1,
+        metavar="N",
+        help="attach: start at sequence N (default 1).",
+    )
+    @argument(
+        "--type",
+        dest="types",
+        nargs="+",
+        action="extend",
+        metavar="T",
+        help="attach, run: only these types (started/complete/error/cancelled always show).",
+    )
+    @argument("--max-events", type=int, metavar="N", help="Keep at most N events in the view.")
+    @argument("--no-watch", action="store_true", help="run: start the run, show no view.")
+    @argument("--reason", help="cancel: the reason the cancelled event carries.")
+    @argument(
+        "--api-key-env",
+        metavar="VAR",
+        default="DOCKRION_API_KEY",
+        help="The environment variable that holds the server's API key (default "
+        "DOCKRION_API_KEY); the key itself never goes in the notebook.",
+    )
+    @line_magic
+    def dockrion(self, line: str) -> None:
+        """Attach to, start or cancel a run on a running Dockrion server.
+
+        Examples::
+
+            %dockrion attach http://localhost:8080 3f2c9a1e-run-id   # live view of its run
+            %dockrion run http://localhost:8080 '{"input": "hello"}'  # start a run, watch it
+            %dockrion cancel http://localhost:8080 3f2c9a1e-run-id   # DELETE /runs/ID
+
+        The view follows the run over the server's SSE stream (``GET /runs/ID/events``): it
+        replays the run from the start, then shows new events as they arrive, resumes from
+        the last sequence when the connection drops ("reconnecting" meanwhile), ends at the
+        run's terminal event, and has a "cancel run" button. An unreachable server, a run it
+        does not know and a refused API key are one-line errors. Needs dockrion-nb[server].
+        """
+        try:
+            tokens = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"cannot read the options: {exc}") from None
+        args = getattr(self.dockrion, "parser").parse_args(tokens)  # noqa: B009
+        misplaced = [
+            flag
+            for flag, on, actions in (
+                ("--run-id", args.run_id is not None, ("run",)),
+                ("--from", args.from_sequence != 1, ("attach",)),
+                ("--type", args.types is not None, ("attach", "run")),
+                ("--max-events", args.max_events is not None, ("attach", "run")),
+                ("--no-watch", args.no_watch, ("run",)),
+                ("--reason", args.reason is not None, ("cancel",)),
+            )
+            if on and args.action not in actions
+        ]
+        if misplaced:
+            raise UsageError(f"{', '.join(misplaced)}: not an option of %dockrion {args.action}")
+        api_key = os.environ.get(args.api_key_env)
+        if api_key is None and args.api_key_env != "DOCKRION_API_KEY":
+            raise UsageError(f"--api-key-env {args.api_key_env}: that variable is not set")
+        engine = get_engine()
+        with user_errors():
+            if args.action == "cancel":
+                answer = api.cancel_server_run(
+                    args.url, args.target, reason=args.reason, api_key=api_key, engine=engine
+                )
+                print(
+                    f"run {args.target}: cancel requested; the server says "
+                    f"{one_line(str(answer.get('status')))}"
+                )
+                return
+            run_id = args.target
+            if args.action == "run":
+                run_id = api.start_server_run(
+                    args.url,
+                    _run_input(args.target),
+                    run_id=args.run_id,
+                    api_key=api_key,
+                    engine=engine,
+                )
+                print(f"started run {run_id} on {mask_url(args.url)}")
+                if args.no_watch:
+                    return
+            api.watch(
+                run_id,
+                from_sequence=args.from_sequence,
+                types=args.types,
+                max_events=args.max_events,
+                engine=engine,
+                server=args.url,
+                api_key=api_key,
+            )
+
+
+def _run_input(text: str) -> dict[str, Any]:
+    """``%dockrion run``'s input: a JSON object, or a one-line error that shows the form."""
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(
+            f'the run\'s input is not JSON ({exc}); quote a JSON object: \'{{"input": "hi"}}\''
+        ) from None
+    if not isinstance(payload, dict):
+        raise UsageError(
+            f'the run\'s input must be a JSON object such as \'{{"input": "hi"}}\', not '
+            f"{type(payload).__name__}"
+        )
+    return payload
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics; ``%config StreamMagics`` lists the settings."""
     magics = StreamMagics(ipython)
     ipython.register_magics(magics)
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)
+    ipython.register_magics(ServerMagics(ipython))
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -643,11 +773,11 @@ def unload_ipython_extension(ipython: Any) -> None:
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, StreamMagics)]
     for kind in ("line", "cell"):
         table = ipython.magics_manager.magics[kind]
-        for name in ("stream_backend", "publish", "replay", "watch", "runs"):
+        for name in ("stream_backend", "publish", "replay", "watch", "runs", "dockrion"):
             owner = getattr(table.get(name), "__self__", None)
-            if isinstance(owner, StreamMagics):
+            if isinstance(owner, StreamMagics | ServerMagics):
                 del table[name]
     reset_engine()
 
 
-__all__ = ["StreamMagics", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["ServerMagics", "StreamMagics", "load_ipython_extension", "unload_ipython_extension"]

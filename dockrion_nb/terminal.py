@@ -7,7 +7,7 @@ token cannot move the cursor, recolour or retitle the user's terminal.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import IO
 
@@ -77,7 +77,17 @@ async def follow_run(
     types: Sequence[str] | None = None,
 ) -> BaseEvent | None:
     """Print a run's events (replay then live) until its terminal event; returns that event."""
-    events = bus.subscribe(run_id, from_sequence)
+    return await print_run(bus.subscribe(run_id, from_sequence), printer, types=types)
+
+
+async def print_run(
+    events: AsyncIterator[BaseEvent],
+    printer: TracePrinter,
+    *,
+    types: Sequence[str] | None = None,
+) -> BaseEvent | None:
+    """Print ``events`` (those of ``types``) until a terminal one, which is returned; closes
+    ``events`` in any case. Any source of a run's events will do (the bus, a Dockrion server)."""
     try:
         async for event in events:
             if type_matches(event.type, types):

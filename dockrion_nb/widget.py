@@ -23,9 +23,9 @@ import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anywidget
 import traitlets as t
@@ -59,6 +59,16 @@ PUMP_HIGH_WATER = 20000
 
 STATUSES = ("waiting", "running", "complete", "error", "cancelled")
 CONNECTIONS = ("replay", "live", "reconnecting", "closed")
+
+
+class EventSource(Protocol):
+    """Where a view reads a run from when it is not the notebook's bus (e.g.
+    ``integrations.dockrion_server.ServerSource``): ``source(run_id, from_sequence, live)``
+    yields the run's events. Optional: ``name`` (shown as the view's backend),
+    ``add_state_listener(fn) -> remover`` (``"live"``/``"reconnecting"``, as the Redis backend
+    reports) and ``async cancel(run_id)``, which gives the view its cancel button."""
+
+    def __call__(self, run_id: str, from_sequence: int, live: bool) -> AsyncIterator[BaseEvent]: ...
 
 
 def _asset_dir() -> Path:
@@ -155,7 +165,9 @@ class RunView(anywidget.AnyWidget):
     ``types`` keeps only some event types (a preset such as ``"chat"`` or a list such as
     ``["token", "custom:score"]``; lifecycle events and gaps always pass). ``live=False`` stops
     after the replay. ``max_events`` bounds what the kernel and the browser keep (the oldest go
-    first). ``engine`` defaults to the process's engine.
+    first). ``engine`` defaults to the process's engine. ``source`` follows the run somewhere
+    else than the bus (an ``EventSource``, such as a Dockrion server); such a view keeps
+    following when the notebook's backend is switched.
     """
 
     _esm = ESM_PATH
@@ -177,6 +189,7 @@ class RunView(anywidget.AnyWidget):
     live = t.Bool(True).tag(sync=True)
     types = t.List(t.Unicode(), allow_none=True, default_value=None).tag(sync=True)
     max_events = t.Int(None, allow_none=True).tag(sync=True)
+    can_cancel = t.Bool(False).tag(sync=True)
     # Names this widget's event store in the page, shared by all its views.
     _store_key = t.Unicode("").tag(sync=True)
 
@@ -189,6 +202,7 @@ class RunView(anywidget.AnyWidget):
         live: bool = True,
         max_events: int | None = None,
         engine: Engine | None = None,
+        source: EventSource | None = None,
         **kwargs: Any,
     ) -> None:
         validate_run_id(run_id)
@@ -208,7 +222,8 @@ class RunView(anywidget.AnyWidget):
             type_list = [str(x) for x in types]
         super().__init__(
             run_id=run_id,
-            backend=bus.backend_name,
+            backend=str(getattr(source, "name", "source")) if source else bus.backend_name,
+            can_cancel=callable(getattr(source, "cancel", None)),
             from_sequence=max(1, from_sequence),
             live=live,
             types=type_list,
@@ -216,6 +231,8 @@ class RunView(anywidget.AnyWidget):
             _store_key=uuid.uuid4().hex,
             **kwargs,
         )
+        self._source = source
+        self._cancelling: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
         self._events: list[BaseEvent] = []
         self._keys: list[float] = []
@@ -247,13 +264,22 @@ class RunView(anywidget.AnyWidget):
             if view is not None and not view._closing:
                 view._call_soon(view._backend_switched, new_bus.backend_name)
 
-        remover = self._engine.on_switch(switched)
-        self._remove_switch_listener = remover if callable(remover) else None
+        if source is None:
+            remover = self._engine.on_switch(switched)
+            self._remove_switch_listener = remover if callable(remover) else None
         self._start(bus)
 
     def _start(self, bus: EventBus) -> None:
         """Start following on the engine (last step of the constructor; a test seam)."""
-        self._future = self._engine.spawn(self._follow(bus))
+        # A view of another source is not the bus's: a backend switch does not end it.
+        start = self._engine.spawn if self._source is None else self._engine.submit
+        self._future = start(self._follow(bus))
+
+    def _open(self, bus: EventBus, after: int) -> AsyncIterator[BaseEvent]:
+        """The run's events from ``after`` on, from the source or else the bus."""
+        if self._source is None:
+            return bus.subscribe(self.run_id, after, live=self.live)
+        return self._source(self.run_id, after, self.live)
 
     # -- Python API ---------------------------------------------------------------------------
 
@@ -314,6 +340,14 @@ class RunView(anywidget.AnyWidget):
         super().close()
         # ipywidgets drops the repr on close; keep the static summary for later displays.
         self.__dict__.pop("_repr_mimebundle_", None)
+
+    def cancel(self, reason: str | None = None, timeout: float = 30.0) -> Any:
+        """Ask the view's source to cancel the run (what the cancel button does); returns
+        the source's answer. A view of the notebook's bus has nothing to ask."""
+        cancel: Callable[..., Any] | None = getattr(self._source, "cancel", None)
+        if not callable(cancel):
+            raise ValueError(f"this view of run {self.run_id} follows a source that cannot cancel")
+        return self._engine.run(cancel(self.run_id, reason=reason), timeout=timeout)
 
     @property
     def following(self) -> bool:
@@ -386,8 +420,9 @@ class RunView(anywidget.AnyWidget):
         after = max(self.from_sequence, self._last_seq + 1)
 
         async def pump() -> None:
-            source = bus.subscribe(self.run_id, after, live=self.live)
+            source: AsyncIterator[BaseEvent] | None = None
             try:
+                source = self._open(bus, after)
                 async for event in source:
                     queue.put_nowait(event)
                     if queue.qsize() >= PUMP_HIGH_WATER:
@@ -402,7 +437,9 @@ class RunView(anywidget.AnyWidget):
                     with contextlib.suppress(Exception):
                         await aclose()
 
-        add_listener = getattr(bus.backend, "add_state_listener", None)
+        # whatever knows the connection state: the source, else the backend
+        state_owner = bus.backend if self._source is None else self._source
+        add_listener = getattr(state_owner, "add_state_listener", None)
         remove_listener = add_listener(self._backend_state) if callable(add_listener) else None
         reader = asyncio.create_task(pump())
         ended_by_terminal = False
@@ -612,6 +649,26 @@ class RunView(anywidget.AnyWidget):
             after = content.get("after", 0)
             if isinstance(after, int) and not isinstance(after, bool) and after >= 0:
                 self._call_soon(self._queue_replay, after)
+        elif isinstance(content, dict) and content.get("kind") == "cancel" and self.can_cancel:
+            self._call_soon(self._cancel_from_front_end)
+
+    def _cancel_from_front_end(self) -> None:
+        """The cancel button (engine thread): ask the source, and say how it went."""
+        ask = getattr(self._source, "cancel", None)
+        if self.status in TERMINAL_TYPES or self._closing or not callable(ask):
+            return
+
+        async def cancel() -> None:
+            try:
+                await ask(self.run_id)
+            except Exception as exc:
+                self._set_state(note="cancel failed: " + scrub(str(exc)))
+            else:
+                if self.status not in TERMINAL_TYPES:
+                    self._set_state(note="cancel requested")
+
+        self._set_state(note="cancelling...")
+        self._cancelling = self._engine.loop.create_task(cancel())
 
     def _queue_replay(self, after: int) -> None:
         if after not in self._replay_requests:

@@ -498,7 +498,8 @@ class RunViewUI {
     this.unsubscribe = store.subscribe(() => this.schedule());
     /** @type {[string, Function][]} */
     this.modelHandlers = [];
-    for (const name of ["status", "connection", "note", "backend", "event_count", "latency_seconds"]) {
+    for (const name of ["status", "connection", "note", "backend", "event_count", "latency_seconds",
+      "can_cancel"]) {
       const fn = () => this.schedule();
       model.on(`change:${name}`, fn);
       this.modelHandlers.push([`change:${name}`, fn]);
@@ -542,8 +543,17 @@ class RunViewUI {
     const pulse = h("span", "drnb-heartbeat");
     pulse.append(this.hPulse, this.hPulseText);
     this.hAgent = h("span", "drnb-agent");
+    // shown when the kernel says the view's source can cancel the run (a Dockrion server)
+    this.cancelBtn = /** @type {HTMLButtonElement} */ (h("button", "drnb-btn drnb-cancel", "cancel run"));
+    this.cancelBtn.type = "button";
+    this.cancelBtn.hidden = true;
+    this.cancelBtn.addEventListener("click", () => {
+      this.cancelBtn.disabled = true;
+      this.cancelBtn.textContent = "cancelling…";
+      this.model.send({ kind: "cancel" });
+    });
     head.append(this.hRun, this.hStatus, this.hConn, this.hCount, this.hElapsed, this.hLatency,
-      pulse, this.hBackend, this.hAgent);
+      pulse, this.hBackend, this.hAgent, this.cancelBtn);
     this.hNote = h("div", "drnb-note");
 
     // errors, cancellations, gaps
@@ -735,6 +745,11 @@ class RunViewUI {
     const st = s.started ? s.started.data : null;
     this.hAgent.textContent = st ? [st.agent_name, st.framework].filter((x) => x).map(str).join(" · ") : "";
     const note = str(m.get("note"));
+    this.cancelBtn.hidden = !m.get("can_cancel") || ["complete", "error", "cancelled"].includes(status);
+    if (this.cancelBtn.disabled && note.startsWith("cancel failed")) {
+      this.cancelBtn.disabled = false; // the kernel said why; the user may try again
+      this.cancelBtn.textContent = "cancel run";
+    }
     const missing = s.ranges.length ? "some earlier events are missing; asked the kernel to send them again" : "";
     this.hNote.textContent = [note, missing].filter((x) => x).join(" — ");
     this.hNote.hidden = !this.hNote.textContent;

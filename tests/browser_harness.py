@@ -168,6 +168,7 @@ def default_state(run_id: str = "run-x", **extra: Any) -> dict[str, Any]:
         "last_sequence": 0,
         "max_events": None,
         "latency_seconds": None,
+        "can_cancel": False,
     }
     state.update(extra)
     return state
