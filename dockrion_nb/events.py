@@ -142,9 +142,12 @@ class BaseEvent(BaseModel):
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
-    def to_sse(self) -> str:
-        """One Server-Sent Events frame, as Dockrion's HTTP layer sends it."""
-        return f"id: {self.sequence}\nevent: {self.type}\ndata: {self.to_json()}\n\n"
+    def to_sse(self, *, with_id: bool = False) -> str:
+        """One Server-Sent Events frame, byte for byte Dockrion's ``to_sse()`` (which its HTTP
+        layer sends). ``with_id=True`` puts an ``id: <sequence>`` line first, so a browser's
+        ``EventSource`` reports the last sequence it saw (``Last-Event-ID``) when it reconnects."""
+        head = f"id: {self.sequence}\n" if with_id else ""
+        return f"{head}event: {self.type}\ndata: {self.model_dump_json()}\n\n"
 
 
 class StartedEvent(BaseEvent):
@@ -518,7 +521,10 @@ def parse_event(data: Mapping[str, Any] | str | bytes) -> BaseEvent:
         raise EventValidationError(f"an event must be a JSON object, not {type(data).__name__}")
     kind = data.get("type")
     if not isinstance(kind, str) or not kind:
-        raise EventValidationError("event has no 'type' field")
+        raise EventValidationError(
+            "Event data missing 'type' field: every event needs a non-empty string 'type', "
+            "e.g. 'progress' or 'custom:fraud_check'"
+        )
     cls = EVENT_CLASSES.get(kind, CustomEvent)
     try:
         return cls.model_validate(data)

@@ -85,7 +85,7 @@ def test_extra_fields_on_known_types_are_kept() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"run_id": "r"}, "no 'type' field"),
+        ({"run_id": "r"}, "^Event data missing 'type' field"),
         ({"type": "token", "run_id": "r"}, "invalid token event: content: Field required"),
         ({"type": "progress", "run_id": "r", "step": "s", "progress": "lots"}, "progress"),
         ({"type": "token", "content": "x"}, "run_id: Field required"),
@@ -124,9 +124,10 @@ def test_run_ids_dockrion_rejects(bad: object) -> None:
 def test_sse_frame() -> None:
     event = TokenEvent(run_id="r", content="hi", sequence=4)
     frame = event.to_sse()
-    assert frame.startswith("id: 4\nevent: token\ndata: {")
+    assert frame.startswith("event: token\ndata: {")
     assert frame.endswith("\n\n")
     assert json.loads(frame.split("data: ", 1)[1])["content"] == "hi"
+    assert event.to_sse(with_id=True) == "id: 4\n" + frame
 
 
 def test_make_event_prefixes_custom_names() -> None:
@@ -176,3 +177,41 @@ def test_dockrion_produced_events_parse_to_the_same_data() -> None:
         assert ours.to_dict() == wire
         # and back: Dockrion parses what we write
         assert theirs.parse_event(ours.to_dict()).to_dict() == wire
+
+
+@pytest.mark.parametrize("sample", [*SAMPLES, {"type": "fraud_check", "score": 0.25, "ok": "ü"}])
+def test_sse_frames_are_byte_for_byte_dockrions(sample: dict[str, object]) -> None:
+    from dockrion_events import parse_event as their_parse
+
+    wire = {
+        "id": "evt-0123456789ab",
+        "run_id": "run-7",
+        "sequence": 7,
+        "timestamp": "2025-01-02T03:04:05.123456+00:00",
+        **sample,
+    }
+    assert parse_event(wire).to_sse() == their_parse(dict(wire)).to_sse()
+
+
+def test_create_event_and_is_terminal_event_as_dockrion() -> None:
+    from dockrion_events.models import create_event as their_create
+
+    from dockrion_nb.models import create_event, is_terminal_event
+
+    ours = create_event("progress", "run-123", 5, step="parsing", progress=0.5)
+    theirs = their_create("progress", "run-123", 5, step="parsing", progress=0.5)
+    assert isinstance(ours, ProgressEvent) and ours.sequence == 5
+    strip = {"id", "timestamp"}
+    assert ours.model_dump(exclude=strip) == theirs.model_dump(exclude=strip)
+    custom = create_event("fraud_check", "run-123", 6, score=0.1)
+    assert custom.type == their_create("fraud_check", "run-123", 6, score=0.1).type == "fraud_check"
+    assert [
+        is_terminal_event(make_event(k, "r", **f))
+        for k, f in [
+            ("complete", {}),
+            ("error", {"error": "x"}),
+            ("cancelled", {}),
+            ("token", {"content": "x"}),
+        ]
+    ] == [True, True, True, False]
+    assert is_terminal_event({"type": "complete"}) and not is_terminal_event({"type": "step"})

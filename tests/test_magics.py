@@ -324,7 +324,7 @@ def test_publish_cell_events_filter(ip: Any) -> None:
         "ctx.sync_emit_token('kept')\nctx.sync_emit('score', value=1)\nctx.sync_emit('other')\n",
     )
     assert kinds("c-filter2") == ["started", "token", "custom:score", "complete"]
-    with pytest.raises(UsageError, match=r"^unknown event type 'loud' in the events filter"):
+    with pytest.raises(UsageError, match=r"^Unknown event type: 'loud'"):
         ip.run_cell_magic("publish", "c-filter3 --events loud", "1\n")
     assert kinds("c-filter3") == []
 

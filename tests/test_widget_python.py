@@ -363,7 +363,7 @@ def test_bad_arguments_are_clear_errors(engine: Engine) -> None:
         RunView("bad id!", engine=engine)
     with pytest.raises(ValueError, match="max_events"):
         RunView("ok", engine=engine, max_events=0)
-    with pytest.raises(ValueError, match="unknown event type"):
+    with pytest.raises(ValueError, match="Unknown event type"):
         RunView("ok", engine=engine, types=["nope"])
 
 
