@@ -142,16 +142,28 @@ class EventBus:
         return [as_model(d) for d in await self._backend.get_events(run_id, from_sequence)]
 
     def subscribe(
-        self, run_id: str, from_sequence: int = 1, *, live: bool = True
+        self,
+        run_id: str,
+        from_sequence: int = 0,
+        include_stored: bool = True,
+        *,
+        live: bool = True,
     ) -> AsyncIterator[BaseEvent]:
         """Every event with ``sequence >= from_sequence`` exactly once and in order: the stored
-        ones first, then live ones as they are published. Where requested events no longer
-        exist a ``GapEvent`` says so. With ``live=False`` it ends after the replay.
+        ones first, then live ones as they are published (``from_sequence`` 0 or 1: the whole
+        run). Where requested events no longer exist a ``GapEvent`` says so. With
+        ``live=False`` it ends after the replay.
+
+        ``include_stored=False`` (Dockrion's flag) skips what is already stored: only events
+        published after the subscription starts (its first step), still each once and in
+        order, with no gap if the subscriber falls behind.
 
         The subscription is in place when this returns (on the memory backend), so events
         published after the call are never missed; close it with ``aclose()`` to stop early.
         """
         validate_run_id(run_id)
+        if not include_stored:
+            return self._subscribe_new(run_id, from_sequence, live)
         follow_models = getattr(self._backend, "follow_models", None) if self._native else None
         if follow_models is not None:
             stream: AsyncIterator[BaseEvent] = follow_models(run_id, from_sequence, live=live)
@@ -171,6 +183,36 @@ class EventBus:
                         continue
                     last = seq
                 yield model
+
+    async def _subscribe_new(
+        self, run_id: str, from_sequence: int, live: bool
+    ) -> AsyncGenerator[BaseEvent, None]:
+        """Events published from now on (``include_stored=False``)."""
+        if not live:
+            return
+        last_sequence = getattr(self._backend, "last_sequence", None) if self._native else None
+        if last_sequence is not None:
+            start = max(from_sequence, int(await last_sequence(run_id)) + 1)
+            async with contextlib.aclosing(self.subscribe(run_id, start)) as events:  # type: ignore[type-var]
+                async for event in events:
+                    yield event
+            return
+        # Dockrion's backends: their live channel, parsed, each sequence once.
+        last = from_sequence - 1
+        source = self._backend.subscribe(channel_for(run_id))
+        try:
+            async for data in source:
+                model = as_model(data)
+                if model.sequence:
+                    if model.sequence <= last:
+                        continue
+                    last = model.sequence
+                yield model
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
 
     def _raw(self, run_id: str, from_sequence: int, live: bool) -> EventStream:
         if self._native:
@@ -216,6 +258,24 @@ class EventBus:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    # -- Dockrion's raw forms ---------------------------------------------------------------------
+
+    def subscribe_raw(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Live wire dicts of the run as the backend delivers them (no replay, no parsing), as
+        in Dockrion."""
+        validate_run_id(run_id)
+        return self._backend.subscribe(channel_for(run_id))
+
+    async def get_events_raw(self, run_id: str, from_sequence: int = 0) -> list[dict[str, Any]]:
+        """Stored wire dicts with ``sequence >= from_sequence``, in order."""
+        validate_run_id(run_id)
+        return await self._backend.get_events(run_id, from_sequence)
+
+    async def publish_raw(self, run_id: str, event_data: dict[str, Any]) -> BaseEvent:
+        """Publish a wire dict. Unlike Dockrion's, it is checked like any event (an unknown
+        type is kept as a custom event; data that is no event raises) and numbered."""
+        return await self.publish(run_id, event_data)
+
     async def list_runs(self, pattern: str | None = None) -> list[RunSummary]:
         """Runs the backend holds (``pattern`` is a glob on the run id)."""
         if not self._native:
@@ -254,3 +314,35 @@ class EventBus:
 
     async def close(self) -> None:
         await self._backend.close()
+
+
+class EventBusFactory:
+    """Dockrion's factory: ``await EventBusFactory.create("memory")`` or
+    ``create("redis", url=..., stream_ttl_seconds=..., max_events_per_run=...,
+    connection_pool_size=...)``, with our backends."""
+
+    @staticmethod
+    async def create(backend_type: str = "memory", **kwargs: Any) -> EventBus:
+        if backend_type == "memory":
+            from .backends.memory import InMemoryBackend
+
+            return EventBus(
+                InMemoryBackend(max_events_per_run=kwargs.get("max_events_per_run", 1000))
+            )
+        if backend_type == "redis":
+            from .backends.redis import RedisBackend
+
+            return EventBus(
+                RedisBackend(
+                    url=kwargs.get("url", "redis://localhost:6379"),
+                    stream_ttl_seconds=kwargs.get("stream_ttl_seconds", 3600),
+                    max_events_per_run=kwargs.get("max_events_per_run", 1000),
+                    connection_pool_size=kwargs.get("connection_pool_size", 10),
+                )
+            )
+        raise ValueError(f"Unknown backend type: {backend_type}; use 'memory' or 'redis'")
+
+
+async def create_event_bus(backend_type: str = "memory", **kwargs: Any) -> EventBus:
+    """``EventBusFactory.create``."""
+    return await EventBusFactory.create(backend_type, **kwargs)

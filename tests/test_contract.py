@@ -73,6 +73,52 @@ async def test_dict_events_are_validated_and_published(backend_factory: Factory)
             await bus.publish(run_id, {"type": "token"})
 
 
+async def subscribed(bus: EventBus, run_id: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    """Until the backend counts a live subscriber of ``run_id`` (on Redis: confirmed)."""
+    async with asyncio.timeout(timeout):
+        while bus.backend.subscriber_count(run_id) == 0:  # type: ignore[attr-defined]  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def test_include_stored_false_gets_only_what_is_published_afterwards(
+    backend_factory: Factory,
+) -> None:
+    """Dockrion's ``include_stored=False``: no replay; then every new event once, in order."""
+    run_id = new_run(backend_factory)
+    async with EventBus(backend_factory()) as bus:
+        await bus.publish_many(run_id, tokens(run_id, 30))
+        stream = bus.subscribe(run_id, 1, include_stored=False)
+        first = asyncio.ensure_future(stream.__anext__())
+        await subscribed(bus, run_id)
+        await bus.publish_many(run_id, tokens(run_id, 20, 30))
+        seen = [(await first).sequence]
+        async for event in stream:
+            seen.append(event.sequence)
+            if event.sequence == 50:
+                break
+        assert seen == list(range(31, 51))
+        nothing = [e async for e in bus.subscribe(run_id, include_stored=False, live=False)]
+        assert nothing == []
+
+
+async def test_dockrions_raw_forms_give_wire_dicts(backend_factory: Factory) -> None:
+    run_id = new_run(backend_factory)
+    async with EventBus(backend_factory()) as bus:
+        stored = await bus.publish_raw(run_id, {"type": "progress", "step": "s", "progress": 2})
+        assert stored.sequence == 1 and stored.progress == 1.0  # type: ignore[attr-defined]
+        raw = await bus.get_events_raw(run_id)
+        assert [(e["type"], e["sequence"], e["progress"]) for e in raw] == [("progress", 1, 1.0)]
+        assert await bus.backend.last_sequence(run_id) == 1  # type: ignore[attr-defined]
+        assert await bus.backend.last_sequence(new_run(backend_factory)) == 0  # type: ignore[attr-defined]
+        live = bus.subscribe_raw(run_id)
+        nxt = asyncio.ensure_future(live.__anext__())
+        await subscribed(bus, run_id)
+        await bus.publish(run_id, TokenEvent(run_id=run_id, content="live"))
+        got = await asyncio.wait_for(nxt, 10)
+        assert isinstance(got, dict) and got["content"] == "live" and got["sequence"] == 2
+        await live.aclose()  # type: ignore[attr-defined]
+
+
 async def test_subscriber_joining_mid_stream_sees_no_gap(backend_factory: Factory) -> None:
     run_id = new_run(backend_factory)
     async with EventBus(backend_factory()) as bus:

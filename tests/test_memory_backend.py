@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -251,3 +252,22 @@ async def test_max_runs_evicts_the_run_written_least_recently_and_says_so(
 
 def test_memory_backend_keeps_runs_without_bound_by_default() -> None:
     assert InMemoryBackend().max_runs is None
+
+
+async def test_dockrions_counters_take_its_channel_and_run_forms() -> None:
+    backend = InMemoryBackend(max_events_per_run=10)
+    bus = EventBus(backend)
+    await bus.publish_many("a", tokens("a", 25))
+    assert backend.get_event_count("a") == 10 and backend.get_event_count("none") == 0
+    assert backend.get_subscriber_count("run:a") == 0
+    subs = [backend.subscribe("run:a"), bus.subscribe("a", include_stored=False)]
+    nxt = asyncio.ensure_future(subs[1].__anext__())
+    await asyncio.sleep(0)
+    assert backend.get_subscriber_count("run:a") == 2 and backend.subscriber_count("a") == 2
+    assert backend.get_subscriber_count("run:b") == 0
+    nxt.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await nxt
+    for sub in subs:
+        await sub.aclose()  # type: ignore[attr-defined]
+    assert backend.get_subscriber_count("run:a") == 0

@@ -594,6 +594,22 @@ def _check_message(exc: BaseException, password: str, *phrases: str) -> str:
     return text
 
 
+async def test_dockrions_health_check_and_stats(backend: RedisBackend) -> None:
+    stats = backend.get_stats()
+    assert {k: stats[k] for k in ("backend", "closed", "stream_ttl_seconds", "pool_size")} == {
+        "backend": "redis",
+        "closed": False,
+        "stream_ttl_seconds": 600,
+        "pool_size": 10,
+    }
+    assert await backend.health_check() is True
+    down = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", connect_timeout=1)
+    assert await down.health_check() is False
+    assert down.get_stats()["connected"] is False
+    await down.close()
+    assert down.get_stats()["closed"] is True
+
+
 async def test_connection_refused_is_one_readable_masked_message() -> None:
     url = f"redis://:hunter2secret@127.0.0.1:{free_port()}/0"
     backend = RedisBackend(url)

@@ -395,6 +395,20 @@ class InMemoryBackend:
         """Live subscriptions of ``run_id`` (collected ones are not counted)."""
         return sum(ref() is not None for ref in self._subscribers.get(run_id, ()))
 
+    def get_subscriber_count(self, channel: str) -> int:
+        """Dockrion's form: live subscribers of ``channel`` (``run:{run_id}``)."""
+        return self.subscriber_count(run_id_of(channel))
+
+    def get_event_count(self, run_id: str) -> int:
+        """Stored events of ``run_id`` (after trimming), as in Dockrion."""
+        log_ = self._events.get(run_id)
+        return len(log_) if log_ is not None else 0
+
+    async def last_sequence(self, run_id: str) -> int:
+        """The highest sequence stored for ``run_id`` (0: none)."""
+        log_ = self._events.get(run_id)
+        return log_.last_sequence if log_ is not None else 0
+
     # -- internals ---------------------------------------------------------------------------
 
     def _log(self, run_id: str) -> RunLog:

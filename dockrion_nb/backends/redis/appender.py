@@ -103,6 +103,11 @@ class Appender:
             error = BackendPublishError(error.message, backend="redis")
         return error
 
+    @property
+    def connected(self) -> bool:
+        """Whether the command link is open now."""
+        return self._link is not None and self._link.open
+
     def forget(self, run_id: str) -> None:
         """The run was cleared on purpose: its numbering may start again from 1."""
         self._floors.pop(run_id, None)

@@ -71,7 +71,7 @@ class RedisBackend:
 
     def __init__(
         self,
-        url: str = "redis://localhost:6379/0",
+        url: str = "redis://localhost:6379",
         stream_ttl_seconds: int = 3600,
         max_events_per_run: int = 1000,
         connection_pool_size: int = 10,
@@ -615,6 +615,42 @@ class RedisBackend:
             await self._client.ping()
         except (RedisError, OSError) as exc:
             raise self.error_for(exc, "connecting") from None
+
+    async def last_sequence(self, run_id: str) -> int:
+        """The highest sequence written to ``run_id``: its counter or its last entry's (0:
+        none), in one round trip."""
+        self.check_open()
+        try:
+            pipe = self._raw.pipeline(transaction=False)
+            pipe.get(counter_key(run_id))
+            pipe.xrevrange(stream_key(run_id), count=1)
+            counter, last = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self.error_for(exc, f"reading run {run_id!r}") from None
+        return max(field_int(counter) or 0, entry_sequence(last[0]) if last else 0)
+
+    async def health_check(self) -> bool:
+        """Dockrion's: whether the server answers a PING."""
+        try:
+            await self.ping()
+        except BackendError:
+            return False
+        return True
+
+    def get_stats(self) -> dict[str, Any]:
+        """Dockrion's keys (``backend``, ``connected``, ``closed``, ``stream_ttl_seconds``,
+        ``max_events_per_run``, ``pool_size``) and our ``state`` and skip counters."""
+        return {
+            "backend": "redis",
+            "connected": self._appender.connected or self._state == "live",
+            "closed": self._closed,
+            "stream_ttl_seconds": self.stream_ttl_seconds,
+            "max_events_per_run": self.max_events_per_run,
+            "pool_size": self.connection_pool_size,
+            "state": self._state,
+            "skipped_entries": self.skipped_entries,
+            "skipped_messages": self.skipped_messages,
+        }
 
     def subscriber_count(self, run_id: str) -> int:
         """Local followers of ``run_id`` whose subscription the server has confirmed."""
