@@ -420,7 +420,7 @@ async def cmd_demo(args: argparse.Namespace, s: Session, out: IO[str], err: IO[s
     follower = asyncio.create_task(follow_run(s.bus, run_id, printer))
     await asyncio.sleep(0)  # subscribed before the first event; replay covers it anyway
     t0 = time.perf_counter()
-    ctx = StreamContext(run_id, s.bus)
+    ctx = StreamContext(run_id, s.bus, prefix_custom=True)
     try:
         final = await simulate_agent(ctx, speed=speed, fail=args.error)
         last = await asyncio.wait_for(follower, 30)

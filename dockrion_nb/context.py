@@ -1,9 +1,17 @@
 """``StreamContext``: the API agent code calls to emit the events of one run.
 
-Method for method the agent-author API of Dockrion's StreamContext. Differences that matter:
-sequences are left to the bus (so writers in several processes never collide), ``sync_*``
-methods work from any thread, with or without a running event loop, and keep emission order,
-and when the bus lives on another thread's loop (the notebook engine) calls are carried there.
+Method for method the agent-author API of Dockrion's StreamContext, constructor included: with
+a bus, events are published (bus mode); with ``queue_mode=True`` they are numbered here and
+kept for an adapter to drain, or handed to a ``streaming_backend`` (``streaming``) first.
+Differences that matter: in bus mode sequences are left to the bus (so writers in several
+processes never collide), ``sync_*`` methods work from any thread, with or without a running
+event loop, and keep emission order, and when the bus lives on another thread's loop (the
+notebook engine) calls are carried there.
+
+Custom events: ``emit("fraud_check", ...)`` writes Dockrion's type, the plain name
+``fraud_check``. Contexts made with ``prefix_custom=True`` (the ones ``%%publish``, ``trace()``
+and the CLI hand out) write ``custom:fraud_check``, the form our tables, filters and widget
+document. Either way the events filter judges the event as ``("custom", "fraud_check")``.
 """
 
 from __future__ import annotations
@@ -12,13 +20,17 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .bus import EventBus
 from .events import (
+    CUSTOM_PREFIX,
+    EVENT_CLASSES,
     BaseEvent,
     CancelledEvent,
     CheckpointEvent,
@@ -33,9 +45,13 @@ from .events import (
     check_publishable,
     custom_type,
     validate_run_id,
+    with_sequence,
 )
 from .filters import EventsFilter
 from .redaction import masked_logger
+
+if TYPE_CHECKING:
+    from .streaming import StreamingBackend
 
 log = masked_logger("dockrion_nb.context")
 
@@ -45,44 +61,78 @@ _current: contextvars.ContextVar[StreamContext | None] = contextvars.ContextVar(
 
 
 def get_current_context() -> StreamContext | None:
-    """The context of the run being traced in this task or thread, if any."""
-    return _current.get()
+    """The context of the run being traced in this task or thread, if any.
+
+    When none is set here but ``dockrion_events`` is loaded and has one (Dockrion's adapters
+    set theirs before running a graph), that one: node code that switched its import to
+    ``dockrion_nb`` still finds the context Dockrion's runtime gave it."""
+    ctx = _current.get()
+    if ctx is None:
+        theirs = sys.modules.get("dockrion_events.context")
+        if theirs is not None:
+            found: StreamContext | None = theirs.get_current_context()
+            return found
+    return ctx
+
+
+def set_current_context(context: StreamContext | None) -> None:
+    """Make ``context`` the current one for this task or thread (``None`` clears it), as
+    Dockrion's adapters do before running a graph; ``context_scope`` also restores the
+    previous one."""
+    _current.set(context)
 
 
 @contextlib.contextmanager
-def context_scope(ctx: StreamContext | None) -> Iterator[StreamContext | None]:
-    token = _current.set(ctx)
+def context_scope(context: StreamContext | None) -> Iterator[StreamContext | None]:
+    """``context`` is the current context inside the block; the previous one comes back after."""
+    token = _current.set(context)
     try:
-        yield ctx
+        yield context
     finally:
         _current.reset(token)
 
 
 class StreamContext:
-    """Emit the events of one run through an ``EventBus``.
+    """Emit the events of one run through an ``EventBus``, or into a queue (``queue_mode``).
 
-    ``loop`` is the loop the bus lives on, when that is not the caller's (the notebook engine
-    passes its own); ``timeout`` bounds how long a sync call waits for it.
+    ``events_filter`` is an ``EventsFilter`` or what one takes (a preset name, a list).
+    ``streaming_backend`` (queue mode) gets each event first; what it declines is queued.
+    ``prefix_custom`` writes custom events as ``custom:<name>``. ``loop`` is the loop the bus
+    lives on, when that is not the caller's (the notebook engine passes its own); ``timeout``
+    bounds how long a sync call waits for it.
     """
 
     def __init__(
         self,
         run_id: str,
-        bus: EventBus,
+        bus: EventBus | None = None,
         agent_name: str | None = None,
         framework: str | None = None,
+        queue_mode: bool = False,
         events_filter: EventsFilter | str | list[str] | None = None,
+        streaming_backend: StreamingBackend | None = None,
         *,
+        prefix_custom: bool = False,
         loop: asyncio.AbstractEventLoop | None = None,
         timeout: float = 30.0,
     ) -> None:
+        if not queue_mode and bus is None:
+            raise ValueError(
+                "EventBus required when queue_mode is False: pass bus=EventBus(backend), or "
+                "queue_mode=True to keep the events for an adapter to drain"
+            )
         self._run_id = validate_run_id(run_id)
         self._bus = bus
         self._agent_name = agent_name
         self._framework = framework
         if events_filter is not None and not isinstance(events_filter, EventsFilter):
             events_filter = EventsFilter(events_filter)
-        self._filter = events_filter
+        self._events_filter = events_filter
+        self._queue_mode = queue_mode
+        self._streaming_backend = streaming_backend
+        self._event_queue: deque[BaseEvent] = deque()
+        self._sequence = 0  # queue mode numbers its own events (there is no bus to do it)
+        self._prefix_custom = prefix_custom
         self._loop = loop
         self._timeout = timeout
         self._private_loop: asyncio.AbstractEventLoop | None = None
@@ -103,24 +153,78 @@ class StreamContext:
 
     @property
     def bus(self) -> EventBus:
+        if self._bus is None:
+            raise ValueError(
+                f"the context of run {self._run_id!r} is in queue mode and has no bus: its "
+                "events are drained with drain_queued_events()"
+            )
         return self._bus
 
     @property
     def events_filter(self) -> EventsFilter | None:
-        return self._filter
+        return self._events_filter
+
+    @property
+    def queue_mode(self) -> bool:
+        return self._queue_mode
+
+    @property
+    def streaming_backend(self) -> StreamingBackend | None:
+        return self._streaming_backend
 
     def _allowed(self, event_type: str, custom_name: str | None = None) -> bool:
-        return self._filter is None or self._filter.is_allowed(event_type, custom_name)
+        f = self._events_filter
+        return f is None or f.is_allowed(event_type, custom_name)
+
+    # -- queue mode ------------------------------------------------------------------------------
+
+    def _queue(self, event: BaseEvent) -> BaseEvent:
+        """Number ``event``, offer it to the streaming backend, else keep it for draining."""
+        with self._lock:
+            self._sequence += 1
+            event = with_sequence(event, self._sequence)
+        backend = self._streaming_backend
+        taken = False
+        if backend is not None:
+            try:
+                taken = bool(backend.emit(event))
+            except Exception:
+                log.debug("streaming backend %s refused an event; queued", backend.name)
+        if not taken:
+            self._event_queue.append(event)
+        self.emitted += 1
+        self.last_event = event
+        return event
+
+    def drain_queued_events(self) -> list[BaseEvent]:
+        """The queued events in emission order; the queue is empty afterwards."""
+        out: list[BaseEvent] = []
+        queue = self._event_queue
+        while queue:
+            try:
+                out.append(queue.popleft())
+            except IndexError:  # drained by another thread meanwhile
+                break
+        return out
+
+    def has_queued_events(self) -> bool:
+        return bool(self._event_queue)
+
+    def queue_size(self) -> int:
+        return len(self._event_queue)
 
     # -- carrying a publish to the bus's loop ---------------------------------------------------
 
     async def _publish(self, event: BaseEvent) -> BaseEvent:
+        if self._queue_mode or self._bus is None:
+            return self._queue(event)
+        bus = self._bus
         target = self._loop
         running = asyncio.get_running_loop()
         if target is None or target is running:
-            stored = await self._bus.publish(self._run_id, event)
+            stored = await bus.publish(self._run_id, event)
         else:
-            fut = asyncio.run_coroutine_threadsafe(self._bus.publish(self._run_id, event), target)
+            fut = asyncio.run_coroutine_threadsafe(bus.publish(self._run_id, event), target)
             stored = await asyncio.wrap_future(fut)
         self.emitted += 1
         self.last_event = stored
@@ -128,6 +232,9 @@ class StreamContext:
 
     def _sync_publish(self, event: BaseEvent) -> bool:
         """Publish from sync code and wait, unless that would block this thread's own loop."""
+        if self._queue_mode or self._bus is None:
+            self._queue(event)
+            return True
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -201,9 +308,17 @@ class StreamContext:
     def _custom(
         self, event_type: str, data: Mapping[str, Any] | None, fields: dict[str, Any]
     ) -> CustomEvent | None:
-        kind = custom_type(event_type)
-        if not self._allowed(kind):
+        name = (
+            event_type[len(CUSTOM_PREFIX) :] if event_type.startswith(CUSTOM_PREFIX) else event_type
+        )
+        if not self._allowed("custom", name):
             return None
+        kind = custom_type(event_type) if self._prefix_custom else event_type
+        if kind in EVENT_CLASSES:
+            raise ValueError(
+                f"custom event name {event_type!r} is a built-in event type: use that type's "
+                f"own method, or another name (e.g. 'custom:{event_type}')"
+            )
         payload = {**(data or {}), **fields}
         reserved = {"id", "type", "run_id", "sequence", "timestamp"} & payload.keys()
         if reserved:
@@ -314,7 +429,8 @@ class StreamContext:
         self, event_type: str, data: Mapping[str, Any] | None = None, **fields: Any
     ) -> BaseEvent | None:
         """A custom event: ``emit("fraud_check", {"score": 0.1})`` or
-        ``emit("fraud_check", score=0.1)``; its type is ``custom:fraud_check``."""
+        ``emit("fraud_check", score=0.1)``; its type is ``fraud_check`` (Dockrion's), or
+        ``custom:fraud_check`` on a context made with ``prefix_custom=True``."""
         event = self._custom(event_type, data, fields)
         return None if event is None else await self._publish(event)
 

@@ -42,7 +42,7 @@ async def simulate_agent(
     await ctx.emit_progress("plan", 0.05, "reading the question")
     async with ctx.step("plan", input_keys=["question"], output_keys=["queries"]):
         await pause(0.4)
-    await ctx.emit("tool_call", tool="search", query="rivers by number of countries")
+    await ctx.emit("custom:tool_call", tool="search", query="rivers by number of countries")
     await ctx.emit_progress("search", 0.25, "searching 3 sources")
     async with ctx.step("search", input_keys=["queries"], output_keys=["documents"]):
         await pause(0.8)

@@ -230,13 +230,15 @@ class Engine:
         framework: str | None = None,
         events_filter: EventsFilter | str | list[str] | None = None,
     ) -> StreamContext:
-        """A ``StreamContext`` whose calls are carried to the engine loop from any thread."""
+        """A ``StreamContext`` whose calls are carried to the engine loop from any thread; its
+        custom events are typed ``custom:<name>``."""
         return StreamContext(
             run_id,
             self.bus,
             agent_name=agent_name,
             framework=framework,
             events_filter=events_filter,
+            prefix_custom=True,
             loop=self._loop,
         )
 
