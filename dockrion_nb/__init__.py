@@ -41,6 +41,7 @@ from .events import (
 )
 from .filters import EventsFilter
 from .models import is_terminal_event
+from .runs import Run, RunManager, RunStatus
 from .streaming import LangGraphBackend, QueueBackend, StreamingBackend
 
 __version__ = "0.1.0"
@@ -63,7 +64,10 @@ __all__ = [
     "ProgressEvent",
     "QueueBackend",
     "RedisStreamingConfig",
+    "Run",
     "RunExistsError",
+    "RunManager",
+    "RunStatus",
     "StartedEvent",
     "StepEvent",
     "StreamContext",

@@ -24,6 +24,7 @@ from .engine import Engine, get_engine
 from .events import BaseEvent, parse_event, validate_run_id
 from .eventtext import EventsTextError, parse_events_text, parse_fields, user_event
 from .filters import EventsFilter
+from .runstore import list_runs_with_status
 from .selection import NoEventsError, aselect_events, check_types, no_events, select_events
 from .tables import EventJSON, EventTable, RunTable, to_dataframe
 from .terminal import TracePrinter
@@ -217,9 +218,10 @@ def replay(
 
 
 def runs(pattern: str | None = None, *, engine: Engine | None = None) -> RunTable:
-    """The runs the active backend holds (``pattern`` is a glob on the run id)."""
+    """The runs the active backend holds (``pattern`` is a glob on the run id), with the
+    status ``RunManager`` recorded for each (on Redis, by any process)."""
     eng = engine or get_engine()
-    return RunTable(eng.run(eng.bus.list_runs(pattern or None)), eng.location())
+    return RunTable(eng.run(list_runs_with_status(eng.bus, pattern or None)), eng.location())
 
 
 def publish(

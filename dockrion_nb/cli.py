@@ -42,6 +42,7 @@ from .events import EventValidationError, validate_run_id
 from .eventtext import parse_events_text, parse_fields, user_event
 from .integrations import IntegrationUnavailableError, load_module
 from .redaction import mask_url, scrub
+from .runstore import list_runs_with_status
 from .selection import NoEventsError, aselect_events, check_types
 from .tables import RunTable
 from .terminal import TracePrinter, follow_run, print_run
@@ -396,7 +397,7 @@ async def cmd_replay(args: argparse.Namespace, s: Session, out: IO[str], err: IO
 
 
 async def cmd_runs(args: argparse.Namespace, s: Session, out: IO[str], err: IO[str]) -> int:
-    table = RunTable(await s.bus.list_runs(args.pattern or None), s.location)
+    table = RunTable(await list_runs_with_status(s.bus, args.pattern or None), s.location)
     if args.json:
         for row in table:
             out.write(json.dumps({**dataclasses.asdict(row), "status": row.status}) + "\n")

@@ -626,7 +626,9 @@ class StreamMagics(Magics):
     @line_magic
     def runs(self, line: str) -> Any:
         """List the runs the backend holds: run id, events, last sequence, status (from the
-        last event), first and last time, and on Redis the TTL left."""
+        last event), run status (what a ``RunManager`` recorded: accepted, running, completed,
+        failed or cancelled; on Redis by any process), first and last time, and on Redis the
+        TTL left."""
         args = parse_argstring(self.runs, line)
         with user_errors():
             return api.runs(args.pattern, engine=get_engine())

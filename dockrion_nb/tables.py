@@ -117,9 +117,10 @@ class EventJSON(list[dict[str, Any]]):
 
 
 class RunTable(list[RunSummary]):
-    """The runs a backend holds, one row each."""
+    """The runs a backend holds, one row each: ``status`` is what the events say, ``run
+    status`` what a ``RunManager`` recorded (``-``: none)."""
 
-    header = ("run id", "events", "last seq", "status", "first", "last", "TTL left")
+    header = ("run id", "events", "last seq", "status", "run status", "first", "last", "TTL left")
 
     def __init__(self, runs: Iterable[RunSummary], location: str = "") -> None:
         super().__init__(sorted(runs, key=lambda r: r.last_timestamp or "", reverse=True))
@@ -132,6 +133,7 @@ class RunTable(list[RunSummary]):
                 str(r.event_count),
                 str(r.last_sequence or "-"),
                 r.status,
+                r.run_status or "-",
                 _clock(r.first_timestamp),
                 _clock(r.last_timestamp),
                 _ttl(r.ttl_seconds),

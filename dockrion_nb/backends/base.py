@@ -60,6 +60,8 @@ class RunSummary:
     last_timestamp: str | None = None
     ttl_seconds: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # What ``RunManager`` recorded (``accepted``, ``running``, ``completed``, ...), if anything.
+    run_status: str | None = None
 
     @property
     def status(self) -> str:

@@ -21,7 +21,7 @@ from ..base import (
     EventDict,
 )
 from ..gapless import sequence_of
-from .keys import counter_key, pubsub_channel, stream_key
+from .keys import counter_key, pubsub_channel, runstate_key, stream_key
 from .link import CommandLink
 from .script import APPEND_LUA, APPEND_SHA, PING, dumps, pack
 
@@ -78,7 +78,8 @@ class Appender:
                 body = dumps({k: v for k, v in event.items() if k != "sequence"})
             args += [body, seq, str(event.get("type") or "unknown")]
         try:
-            seqs = await self._call([stream_key(run_id), counter_key(run_id)], args)
+            keys = [stream_key(run_id), counter_key(run_id), runstate_key(run_id)]
+            seqs = await self._call(keys, args)
         except ResponseError as exc:
             if str(exc).startswith("SEQUENCE_LIMIT"):
                 raise EventValidationError(

@@ -52,6 +52,7 @@ from .errors import TRANSIENT, backoff_delay, describe_failure
 from .keys import STREAM_PREFIX, counter_key, pubsub_channel, stream_key
 from .pubsub import LiveSub, PubSubHub, Signal
 from .reads import decoded_in_order, models_in_order, read_all, read_tail
+from .runstate import RedisRunStates
 from .script import dumps
 
 log = masked_logger("dockrion_nb.redis")
@@ -117,6 +118,7 @@ class RedisBackend:
             self._raw.set_response_callback(command, as_sent)
         self._appender = Appender(self)
         self._hub = PubSubHub(self)
+        self._run_states: RedisRunStates | None = None
         self._closed = False
         self._state = "idle"
         self._listeners: list[Callable[[str], None]] = []
@@ -615,6 +617,18 @@ class RedisBackend:
             await self._client.ping()
         except (RedisError, OSError) as exc:
             raise self.error_for(exc, "connecting") from None
+
+    @property
+    def command_client(self) -> aioredis.Redis:
+        """The pooled redis-py client for occasional commands (run states)."""
+        return self._client
+
+    @property
+    def run_states(self) -> RedisRunStates:
+        """The run-state hashes (``runstate:run:{run_id}``) that ``RunManager`` keeps here."""
+        if self._run_states is None:
+            self._run_states = RedisRunStates(self)
+        return self._run_states
 
     async def last_sequence(self, run_id: str) -> int:
         """The highest sequence written to ``run_id``: its counter or its last entry's (0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 STREAM_PREFIX = "stream:run:"
 CHANNEL_PREFIX = "events:run:"
 COUNTER_PREFIX = "seq:run:"
+RUNSTATE_PREFIX = "runstate:run:"  # a run's state hash (``runstate``), ours only
 
 
 def stream_key(run_id: str) -> str:
@@ -17,3 +18,7 @@ def pubsub_channel(run_id: str) -> str:
 
 def counter_key(run_id: str) -> str:
     return f"{COUNTER_PREFIX}{run_id}"
+
+
+def runstate_key(run_id: str) -> str:
+    return f"{RUNSTATE_PREFIX}{run_id}"

@@ -7,7 +7,8 @@ import hashlib
 import json
 from typing import Any
 
-# KEYS: stream, counter. ARGV: maxlen, ttl, channel ('' = store only), assign ('1'/'0'),
+# KEYS: stream, counter, run state (its TTL follows the stream's; EXPIRE on a missing key does
+# nothing). ARGV: maxlen, ttl, channel ('' = store only), assign ('1'/'0'),
 # floor (the highest sequence the caller has written to the run; numbering never goes below
 # it, even if the server lost the run), retry id (the id of the batch's last event, or ''),
 # then (json, given sequence, type) per event.
@@ -78,6 +79,7 @@ for i = 7, #ARGV, 3 do
   out[#out + 1] = seq
 end
 redis.call('EXPIRE', stream, ttl)
+if KEYS[3] then redis.call('EXPIRE', KEYS[3], ttl) end
 if counter > 0 then redis.call('SET', counter_key, string.format('%d', counter), 'EX', ttl) end
 return out
 """
