@@ -44,6 +44,7 @@ from .events import (
 )
 from .filters import EventsFilter
 from .redaction import scrub
+from .runstore import run_status
 
 if TYPE_CHECKING:
     from .bus import EventBus
@@ -56,6 +57,10 @@ REPLAY_CHUNK = 5000
 """Events per answer to a front end's replay request."""
 PUMP_HIGH_WATER = 20000
 """Events read ahead from the subscription before the reader waits for the sender."""
+
+RUN_STATUS_POLL = 2.0
+"""Seconds between reads of the run's recorded status (``RunManager``) while the view follows;
+lifecycle events (started, complete, error, cancelled) trigger a read at once."""
 
 STATUSES = ("waiting", "running", "complete", "error", "cancelled")
 CONNECTIONS = ("replay", "live", "reconnecting", "closed")
@@ -176,6 +181,9 @@ class RunView(anywidget.AnyWidget):
     run_id = t.Unicode("").tag(sync=True)
     backend = t.Unicode("").tag(sync=True)
     status = t.Unicode("waiting").tag(sync=True)
+    # What a ``RunManager`` recorded for the run (accepted, running, completed, failed,
+    # cancelled; on Redis by any process); "" when it has no record.
+    run_status = t.Unicode("").tag(sync=True)
     connection = t.Unicode("replay").tag(sync=True)
     note = t.Unicode("").tag(sync=True)
     event_count = t.Int(0).tag(sync=True)
@@ -251,6 +259,7 @@ class RunView(anywidget.AnyWidget):
         self._closing = False
         self._terminal_seen = False
         self._caught_up = False
+        self._run_status_due: asyncio.Event | None = None
         self._remove_switch_listener: Any = None
         self._unsendable_seen: set[int] = set()
         self._problem_note = ""
@@ -442,6 +451,8 @@ class RunView(anywidget.AnyWidget):
         add_listener = getattr(state_owner, "add_state_listener", None)
         remove_listener = add_listener(self._backend_state) if callable(add_listener) else None
         reader = asyncio.create_task(pump())
+        self._run_status_due = asyncio.Event()
+        status_reader = asyncio.create_task(self._follow_run_status(bus, self._run_status_due))
         ended_by_terminal = False
         try:
             while True:
@@ -477,6 +488,12 @@ class RunView(anywidget.AnyWidget):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+            status_reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await status_reader
+            if not self._closing:  # the last word, after the terminal event
+                with contextlib.suppress(Exception):
+                    await self._read_run_status(bus)
             note = ""
             if failure:
                 note = "subscription failed: " + scrub(str(failure[0]))
@@ -515,6 +532,8 @@ class RunView(anywidget.AnyWidget):
                 del self._keys[: len(self._keys) - cap]
         self._pending.append(event)
         self._dirty = True
+        if (event.type in TERMINAL_TYPES or event.type == "started") and self._run_status_due:
+            self._run_status_due.set()
         if event.type in TERMINAL_TYPES:
             if self.status not in TERMINAL_TYPES:
                 changes: dict[str, Any] = {"status": event.type}
@@ -524,6 +543,28 @@ class RunView(anywidget.AnyWidget):
             self._terminal_seen = True
         elif event.type != GAP_TYPE and self.status == "waiting":
             self.status = "running"
+
+    async def _read_run_status(self, bus: EventBus) -> str:
+        status = await run_status(bus, self.run_id) or ""
+        if status != self.run_status:
+            self._set_state(run_status=status)
+        return status
+
+    async def _follow_run_status(self, bus: EventBus, due: asyncio.Event) -> None:
+        """Keep ``run_status`` current: read it now, on each lifecycle event, and every
+        ``RUN_STATUS_POLL`` seconds (a status can change with no event, ``update_status``)."""
+        while True:
+            due.clear()
+            try:
+                await self._read_run_status(bus)
+            except Exception as exc:  # a view keeps following without it
+                self._set_state(note="run status unavailable: " + scrub(str(exc)))
+                return
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow the cancellation that
+            # ends this task when ``due`` is set at the same moment.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RUN_STATUS_POLL):
+                    await due.wait()
 
     def _backend_state(self, state: str) -> None:
         """The backend's connection state (Redis: ``live``/``reconnecting``), engine thread."""

@@ -498,7 +498,7 @@ class RunViewUI {
     this.unsubscribe = store.subscribe(() => this.schedule());
     /** @type {[string, Function][]} */
     this.modelHandlers = [];
-    for (const name of ["status", "connection", "note", "backend", "event_count", "latency_seconds",
+    for (const name of ["status", "run_status", "connection", "note", "backend", "event_count", "latency_seconds",
       "can_cancel"]) {
       const fn = () => this.schedule();
       model.on(`change:${name}`, fn);
@@ -533,6 +533,7 @@ class RunViewUI {
     this.hRun = h("span", "drnb-run");
     this.hBackend = h("span", "drnb-backend");
     this.hStatus = h("span", "drnb-badge");
+    this.hRunStatus = h("span", "drnb-run-status");
     this.hConn = h("span", "drnb-conn");
     this.hCount = h("span", "drnb-count");
     this.hElapsed = h("span", "drnb-elapsed");
@@ -552,7 +553,7 @@ class RunViewUI {
       this.cancelBtn.textContent = "cancelling…";
       this.model.send({ kind: "cancel" });
     });
-    head.append(this.hRun, this.hStatus, this.hConn, this.hCount, this.hElapsed, this.hLatency,
+    head.append(this.hRun, this.hStatus, this.hRunStatus, this.hConn, this.hCount, this.hElapsed, this.hLatency,
       pulse, this.hBackend, this.hAgent, this.cancelBtn);
     this.hNote = h("div", "drnb-note");
 
@@ -705,6 +706,9 @@ class RunViewUI {
     this.hBackend.textContent = m.get("backend") ? `backend: ${str(m.get("backend"))}` : "";
     this.hStatus.textContent = status;
     this.hStatus.dataset.status = status;
+    const runStatus = str(m.get("run_status"));
+    this.hRunStatus.textContent = runStatus ? `run: ${runStatus}` : "";
+    this.hRunStatus.hidden = !runStatus;
     this.hConn.textContent = conn;
     this.hConn.dataset.conn = conn;
     this.root.dataset.status = status;

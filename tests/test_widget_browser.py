@@ -242,6 +242,19 @@ def test_error_and_cancelled_runs_show_prominent_boxes(page: Any) -> None:
     assert texts(page, gap, ".drnb-row .drnb-type") == ["gap", "token"]
 
 
+def test_header_shows_the_recorded_run_status_as_text(page: Any) -> None:
+    mid = create_view(page, default_state("run-s"))
+    push(page, mid, batch([ev(1, "started", 0, run_id="run-s")]))
+    wait_for_records(page, mid, 1)
+    assert page.is_hidden(f"{root_selector(mid)} .drnb-run-status")  # no record: nothing shown
+    page.evaluate("([id, c]) => H.set(id, c)", [mid, {"run_status": "<b>running</b>"}])
+    expect(page.locator(f"{root_selector(mid)} .drnb-run-status")).to_have_text(
+        "run: <b>running</b>"
+    )
+    page.evaluate("([id, c]) => H.set(id, c)", [mid, {"run_status": "completed"}])
+    expect(page.locator(f"{root_selector(mid)} .drnb-run-status")).to_have_text("run: completed")
+
+
 # -- log controls ------------------------------------------------------------------------------
 
 

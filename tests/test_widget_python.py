@@ -173,6 +173,27 @@ def test_status_starts_waiting_and_ends_in_error(engine: Engine, run_id: str) ->
     view.close()
 
 
+def test_run_status_trait_follows_the_run_managers_record(engine: Engine, run_id: str) -> None:
+    from dockrion_nb import RunManager, RunStatus
+
+    manager = RunManager(engine.bus)  # used on the engine's loop, like the bus
+    engine.run(manager.create_run(run_id))
+    view = CapturingRunView(run_id, engine=engine)
+    wait_until(lambda: view.run_status == "accepted")
+    engine.run(manager.start_run(run_id))  # the started event asks at once
+    wait_until(lambda: view.run_status == "running", timeout=1.5)
+    engine.run(manager.update_status(run_id, RunStatus.FAILED))  # no event: the poll finds it
+    wait_until(lambda: view.run_status == "failed", timeout=widget_module.RUN_STATUS_POLL + 3)
+    engine.run(manager.set_result(run_id, {"ok": True}))
+    assert view.wait(10) == "complete"
+    wait_until(lambda: view.run_status == "completed")
+    other = CapturingRunView("no-manager-" + run_id, engine=engine, live=False)
+    other.wait(10)
+    assert other.run_status == ""
+    view.close()
+    other.close()
+
+
 def test_cancelled_run_and_replay_only_view_ends_after_replay(engine: Engine, run_id: str) -> None:
     ctx = engine.context(run_id)
     ctx.sync_emit_started()
