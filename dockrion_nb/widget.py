@@ -452,7 +452,12 @@ class RunView(anywidget.AnyWidget):
         remove_listener = add_listener(self._backend_state) if callable(add_listener) else None
         reader = asyncio.create_task(pump())
         self._run_status_due = asyncio.Event()
-        status_reader = asyncio.create_task(self._follow_run_status(bus, self._run_status_due))
+        # A run's recorded status lives in the bus's store; another source's run is not there.
+        status_reader = asyncio.create_task(
+            self._follow_run_status(bus, self._run_status_due)
+            if self._source is None
+            else asyncio.sleep(0)
+        )
         ended_by_terminal = False
         try:
             while True:
@@ -491,7 +496,7 @@ class RunView(anywidget.AnyWidget):
             status_reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await status_reader
-            if not self._closing:  # the last word, after the terminal event
+            if not self._closing and self._source is None:  # the last word, after the end
                 with contextlib.suppress(Exception):
                     await self._read_run_status(bus)
             note = ""
