@@ -31,6 +31,7 @@ from .bus import EventBus
 from .events import (
     CUSTOM_PREFIX,
     EVENT_CLASSES,
+    TERMINAL_TYPES,
     BaseEvent,
     CancelledEvent,
     CheckpointEvent,
@@ -48,6 +49,7 @@ from .events import (
     with_sequence,
 )
 from .filters import EventsFilter
+from .outbox import Outbox
 from .redaction import masked_logger
 
 if TYPE_CHECKING:
@@ -137,7 +139,7 @@ class StreamContext:
         self._timeout = timeout
         self._private_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        self._ordered: dict[asyncio.AbstractEventLoop, asyncio.Queue[BaseEvent]] = {}
+        self._outboxes: dict[asyncio.AbstractEventLoop, Outbox] = {}
         self.emitted = 0
         self.last_event: BaseEvent | None = None
         # Set by integrations (``integrations.steps``) and read by ``Trace``: the step whose
@@ -215,82 +217,105 @@ class StreamContext:
 
     # -- carrying a publish to the bus's loop ---------------------------------------------------
 
-    async def _publish(self, event: BaseEvent) -> BaseEvent:
-        if self._queue_mode or self._bus is None:
-            return self._queue(event)
-        bus = self._bus
-        target = self._loop
-        running = asyncio.get_running_loop()
-        if target is None or target is running:
-            stored = await bus.publish(self._run_id, event)
-        else:
-            fut = asyncio.run_coroutine_threadsafe(bus.publish(self._run_id, event), target)
-            stored = await asyncio.wrap_future(fut)
-        self.emitted += 1
-        self.last_event = stored
-        return stored
+    def _outbox(self, loop: asyncio.AbstractEventLoop) -> Outbox:
+        """This run's ordered hand-off to ``loop`` (one per loop the bus is driven from)."""
+        box = self._outboxes.get(loop)
+        if box is None:
+            with self._lock:
+                box = self._outboxes.get(loop)
+                if box is None:
+                    box = Outbox(self.bus, self._run_id, loop, self._stored)
+                    self._outboxes[loop] = box
+        return box
 
-    def _sync_publish(self, event: BaseEvent) -> bool:
-        """Publish from sync code and wait, unless that would block this thread's own loop."""
-        if self._queue_mode or self._bus is None:
-            self._queue(event)
-            return True
+    def _stored(self, event: BaseEvent) -> None:
+        self.emitted += 1
+        self.last_event = event
+
+    @property
+    def pending(self) -> bool:
+        """Whether events emitted here are still on their way to the bus."""
+        return any(box.busy for box in list(self._outboxes.values()))
+
+    def _target(self) -> tuple[asyncio.AbstractEventLoop | None, asyncio.AbstractEventLoop | None]:
+        """(the loop the bus lives on, or None when there is none to use; this thread's)."""
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         target = self._loop
-        if target is not None and target is not running and target.is_running():
-            fut = asyncio.run_coroutine_threadsafe(self._publish(event), target)
+        if target is None or not target.is_running():
+            target = running
+        return target, running
+
+    async def _publish(self, event: BaseEvent) -> BaseEvent:
+        if self._queue_mode or self._bus is None:
+            return self._queue(event)
+        target, running = self._target()
+        assert running is not None
+        target = target or running
+        box = self._outboxes.get(target)
+        if target is running and (box is None or not box.busy):
+            stored = await self._bus.publish(self._run_id, event)  # nothing queued ahead of it
+            self._stored(stored)
+            return stored
+        check_publishable(event)  # a refusal is this caller's error, not a failed batch
+        waiter: concurrent.futures.Future[BaseEvent | None] = concurrent.futures.Future()
+        self._outbox(target).put(event, waiter)
+        stored_event = await asyncio.wrap_future(waiter)
+        assert stored_event is not None
+        return stored_event
+
+    def _sync_publish(self, event: BaseEvent) -> bool:
+        """Hand ``event`` to the bus's loop without waiting for it to be stored (in order with
+        everything else this context emits); a terminal event waits, so that when
+        ``sync_emit_complete`` returns the whole run is stored. With no loop anywhere, publish
+        on a private one and wait."""
+        if self._queue_mode or self._bus is None:
+            self._queue(event)
+            return True
+        target, running = self._target()
+        if target is None:
+            with self._lock:
+                if self._private_loop is None:
+                    self._private_loop = asyncio.new_event_loop()
+                loop = self._private_loop
+                loop.run_until_complete(self._publish(event))
+            return True
+        check_publishable(event)  # refused here, in the caller, never in the drain
+        box = self._outbox(target)
+        box.raise_failure()
+        if event.type in TERMINAL_TYPES and target is not running:
+            waiter: concurrent.futures.Future[BaseEvent | None] = concurrent.futures.Future()
+            box.put(event, waiter)
             try:
-                fut.result(self._timeout)
+                waiter.result(self._timeout)
             except concurrent.futures.TimeoutError:
-                fut.cancel()
                 raise TimeoutError(
                     f"publishing to run {self._run_id} took longer than {self._timeout} s"
                 ) from None
             return True
-        if running is not None:
-            # Called from sync code inside a running loop: we cannot block it, so queue the
-            # event behind earlier ones and let one task publish them in order. Checked now,
-            # so a refused event is an error here, not a log line from that task.
-            check_publishable(event)
-            self._enqueue_ordered(running, event)
-            return True
-        with self._lock:
-            if self._private_loop is None:
-                self._private_loop = asyncio.new_event_loop()
-            loop = self._private_loop
-            loop.run_until_complete(self._publish(event))
+        box.put(event)
         return True
 
-    def _enqueue_ordered(self, loop: asyncio.AbstractEventLoop, event: BaseEvent) -> None:
-        queue = self._ordered.get(loop)
-        if queue is None:
-            queue = self._ordered[loop] = asyncio.Queue()
-            loop.create_task(self._drain(loop, queue))
-        queue.put_nowait(event)
-
-    async def _drain(
-        self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[BaseEvent]
-    ) -> None:
-        try:
-            while not queue.empty():
-                event = queue.get_nowait()
-                try:
-                    await self._publish(event)
-                except Exception:
-                    log.exception("could not publish %s event of run %s", event.type, self._run_id)
-        finally:
-            self._ordered.pop(loop, None)
-
     async def flush(self) -> None:
-        """Wait until events queued by ``sync_*`` calls inside this loop are published."""
-        while self._ordered.get(asyncio.get_running_loop()) is not None:  # noqa: ASYNC110
-            await asyncio.sleep(0.001)
+        """Wait until every event emitted here so far is stored."""
+        for box in list(self._outboxes.values()):
+            await box.aflush()
+
+    def sync_flush(self, timeout: float | None = None, *, report: bool = True) -> None:
+        """Block until every event emitted here so far is stored; with ``report``, raise if
+        some could not be (``OutboxError``, once). From a thread that is not the bus's."""
+        for box in list(self._outboxes.values()):
+            box.flush(self._timeout if timeout is None else timeout, report=report)
 
     def close(self) -> None:
-        """Release the private loop used by ``sync_*`` calls made with no loop running."""
+        """Wait for events still on their way, and release the private loop used by
+        ``sync_*`` calls made with no loop running."""
+        with contextlib.suppress(Exception):
+            target, running = self._target()
+            if target is not running:
+                self.sync_flush(report=False)
         with self._lock:
             if self._private_loop is not None:
                 self._private_loop.close()

@@ -14,6 +14,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
@@ -46,6 +47,8 @@ class Engine:
         self._tasks: dict[asyncio.Task[Any], int] = {}
         self._generation = 0
         self._switch_listeners: list[Callable[[EventBus], Any]] = []
+        # Contexts handed out, for ``run``'s read-after-write (weakly: they end with their run).
+        self._contexts: weakref.WeakSet[StreamContext] = weakref.WeakSet()
         self._lock = threading.RLock()
         self._closed = False
 
@@ -72,10 +75,17 @@ class Engine:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = DEFAULT_TIMEOUT) -> T:
-        """Run ``coro`` on the engine loop and wait for its result (sync callers)."""
+        """Run ``coro`` on the engine loop and wait for its result (sync callers).
+
+        Events that this engine's contexts emitted and have not stored yet are stored first,
+        so a read after a write (``sync_emit_token`` then ``replay``) sees the write."""
         if self.in_engine_thread:
             coro.close()
             raise RuntimeError("Engine.run() called from the engine thread; await it instead")
+        for ctx in list(self._contexts):
+            if ctx.pending:
+                with contextlib.suppress(Exception):  # the emitter hears of its failures
+                    ctx.sync_flush(timeout, report=False)
         fut = self.submit(coro)
         try:
             return fut.result(timeout)
@@ -211,6 +221,12 @@ class Engine:
             await asyncio.wait(doomed, timeout=2.0)
         with contextlib.suppress(Exception):
             await bus.close()
+        if generation is None:  # the loop stops next: end what is left (drains, timers)
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            if rest:
+                await asyncio.wait(rest, timeout=2.0)
 
     def on_switch(self, listener: Callable[[EventBus], Any]) -> Callable[[], None]:
         """Call ``listener(new_bus)`` after each backend switch; returns an unregister function."""
@@ -232,7 +248,7 @@ class Engine:
     ) -> StreamContext:
         """A ``StreamContext`` whose calls are carried to the engine loop from any thread; its
         custom events are typed ``custom:<name>``."""
-        return StreamContext(
+        ctx = StreamContext(
             run_id,
             self.bus,
             agent_name=agent_name,
@@ -241,6 +257,8 @@ class Engine:
             prefix_custom=True,
             loop=self._loop,
         )
+        self._contexts.add(ctx)
+        return ctx
 
     # -- shutdown ---------------------------------------------------------------------------------
 

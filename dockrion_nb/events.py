@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import random
 import re
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as time_of_day
@@ -84,9 +85,18 @@ def validate_run_id(run_id: object) -> str:
     return run_id
 
 
+# A generator of our own (user code that calls random.seed() must not repeat our ids),
+# seeded from os.urandom, and reseeded in a forked child so two processes never share ids.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+_id_bits = _ids.getrandbits
+
+
 def new_event_id() -> str:
-    """Dockrion's id shape: ``evt-`` and 12 hex digits."""
-    return f"evt-{uuid.uuid4().hex[:12]}"
+    """Dockrion's id shape: ``evt-`` and 12 hex digits (48 random bits, as Dockrion's
+    ``uuid4().hex[:12]``), from a seeded generator: ``uuid4`` asks the kernel for entropy on
+    every event, which was a third of the cost of emitting one from a thread."""
+    return f"evt-{_id_bits(48):012x}"
 
 
 _NO_OFFSET = timedelta(0)
