@@ -20,10 +20,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from .redaction import mask_url, scrub
+from .redis_urls import RedisURLError, parse_redis_url
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
@@ -83,9 +85,12 @@ NotBool = BeforeValidator(_no_bool)
 
 
 class RedisStreamingConfig(BaseModel):
-    """``streaming.redis``: exactly the seed's table."""
+    """``streaming.redis``: exactly the seed's table. ``url`` also names a Redis Cluster
+    (``redis+cluster://h1:7000,h2:7001/``) or a Sentinel-managed master
+    (``redis+sentinel://h1:26379,h2:26379/mymaster/0``); the other fields mean the same there."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    # Errors never quote the input: a misplaced URL would show its password.
+    model_config = ConfigDict(extra="allow", validate_assignment=True, hide_input_in_errors=True)
 
     url: str = "${REDIS_URL}"
     stream_ttl_seconds: Annotated[int, NotBool] = Field(
@@ -96,6 +101,15 @@ class RedisStreamingConfig(BaseModel):
     )
     connection_pool_size: Annotated[int, NotBool] = Field(default=10, ge=1)
 
+    @field_validator("url")
+    @classmethod
+    def _known_deployment(cls, url: str) -> str:
+        """A cluster or Sentinel URL is checked here (``${VAR}``s once they are expanded);
+        redis-py checks a single server's URL when the backend is built."""
+        if "${" not in url:
+            parse_redis_url(url)  # RedisURLError (a ValueError) says what is wrong
+        return url
+
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
             yield name, mask_url(value) if name == "url" and isinstance(value, str) else value
@@ -105,6 +119,10 @@ class RedisStreamingConfig(BaseModel):
         variable (an empty URL would only fail later, far less clearly)."""
         url = expand_env(self.url, environ)
         if url.strip():
+            try:
+                parse_redis_url(url)
+            except RedisURLError as exc:
+                raise ConfigError(f"streaming.redis.url: {exc}") from None
             return url
         env = os.environ if environ is None else environ
         empty = [m.group(1) for m in _VAR.finditer(self.url) if env.get(m.group(1)) == ""]

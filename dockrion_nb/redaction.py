@@ -18,7 +18,8 @@ _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
 # A URL inside a longer text: up to whitespace, a quote or an angle bracket.
 _URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]*")
 _SECRET_ARG = re.compile(
-    r"(?P<key>[?&;](?:password|passwd|pass|pwd|auth|token|access_token)=)(?P<value>[^&#;\s]*)",
+    r"(?P<key>[?&;](?:[a-z_]*_)?(?:password|passwd|pass|pwd|auth|token|access_token)=)"
+    r"(?P<value>[^&#;\s]*)",
     re.IGNORECASE,
 )
 _PLAIN_USER = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=-]+")

@@ -41,6 +41,18 @@ URL_FORMS = [
         f"redis+sentinel://:{PW}@h1:26379,h2:26379/mymaster/0",
         "redis+sentinel://***@h1:26379,h2:26379/mymaster/0",
     ),
+    (
+        f"redis+sentinel://u:{PW}@h1,h2/mymaster/0?sentinel_password={PW}",
+        "redis+sentinel://u:***@h1,h2/mymaster/0?sentinel_password=***",
+    ),
+    (
+        f"redis+cluster://app:{PW}@10.0.0.1:7000,10.0.0.2:7001/",
+        "redis+cluster://app:***@10.0.0.1:7000,10.0.0.2:7001/",
+    ),
+    (
+        f"redis+cluster://:{PW}@h1:7000,[::1]:7001/?pubsub=classic",
+        "redis+cluster://***@h1:7000,[::1]:7001/?pubsub=classic",
+    ),
     (f"redis://[::1:{PW}@host", "redis://***@host"),  # not parsable at all
     ("redis://localhost:6379/0", "redis://localhost:6379/0"),
     ("unix:///tmp/redis.sock", "unix:///tmp/redis.sock"),
@@ -136,3 +148,4 @@ def test_log_lines_are_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
         log.info("connecting to %s", f"redis://:{PW}@host")
         log.warning(f"retrying redis://u:{PW}@host?password={PW}")
     assert PW not in caplog.text and "redis://***@host" in caplog.text
+
