@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from servers import PrivateServer
+from servers import LocalCluster, LocalSentinel, PrivateServer, server_binary
 
 from dockrion_nb import InMemoryBackend
 from dockrion_nb.backends.base import RunLogBackend
@@ -81,23 +81,74 @@ def run_id(request: pytest.FixtureRequest) -> str:
 
 
 def redis_cleanup(url: str, *run_ids: str) -> None:
-    """Delete every key a test's runs created on ``url``."""
+    """Delete every key a test's runs created on ``url`` (one server, every master of a
+    cluster, or a Sentinel's master)."""
     import redis
 
-    client = redis.Redis.from_url(url)
+    from dockrion_nb.redis_urls import parse_redis_url
+
+    target = parse_redis_url(url)
+    if target.topology == "single":
+        clients = [redis.Redis.from_url(url)]
+    elif target.topology == "cluster":
+        from redis.cluster import ClusterNode, RedisCluster
+
+        cluster = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes])
+        try:
+            clients = [
+                redis.Redis(host=n.host, port=n.port, password=target.password)
+                for n in cluster.get_primaries()
+            ]
+        finally:
+            cluster.close()
+    else:
+        from redis.sentinel import Sentinel
+
+        assert target.service is not None
+        host, port = Sentinel(list(target.nodes)).discover_master(target.service)
+        clients = [redis.Redis(host=host, port=port, db=target.db, password=target.password)]
+    for client in clients:
+        try:
+            for rid in run_ids:
+                for key in list(client.scan_iter(match=f"*{rid}*", count=1000)):
+                    client.delete(key)  # one by one: on a cluster, keys live in many slots
+        finally:
+            client.close()
+
+
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    """A local Redis Cluster for the session: three masters, three replicas, cluster mode."""
+    require(server_binary() is not None, "no Redis-compatible server binary for a cluster")
+    cluster = LocalCluster()
+    cluster.start()
     try:
-        keys = []
-        for rid in run_ids:
-            keys += list(client.scan_iter(match=f"*{rid}*", count=1000))
-        if keys:
-            client.delete(*keys)
+        yield cluster.url
     finally:
-        client.close()
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
+def sentinel_url() -> Iterator[str]:
+    """A local Sentinel deployment for the session: one master, one replica, three sentinels."""
+    require(server_binary() is not None, "no Redis-compatible server binary for Sentinel")
+    deployment = LocalSentinel()
+    deployment.start()
+    try:
+        yield deployment.url
+    finally:
+        deployment.close()
 
 
 # -- one factory per backend kind, for suites that run on every backend -------------------
 
-BACKENDS = ["memory", "redis", "valkey"]
+BACKENDS = ["memory", "redis", "valkey", "cluster", "sentinel"]
+URL_FIXTURES = {
+    "redis": "redis_url",
+    "valkey": "valkey_url",
+    "cluster": "cluster_url",
+    "sentinel": "sentinel_url",
+}
 
 Factory = Callable[..., RunLogBackend]
 
@@ -108,7 +159,7 @@ def backend_factory(request: pytest.FixtureRequest) -> Iterator[Factory]:
     kind = request.param
     url = None
     if kind != "memory":
-        url = request.getfixturevalue("redis_url" if kind == "redis" else "valkey_url")
+        url = request.getfixturevalue(URL_FIXTURES[kind])
     used: list[str] = []
 
     def make(max_events: int = 100_000) -> RunLogBackend:

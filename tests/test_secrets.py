@@ -149,3 +149,28 @@ def test_log_lines_are_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
         log.warning(f"retrying redis://u:{PW}@host?password={PW}")
     assert PW not in caplog.text and "redis://***@host" in caplog.text
 
+
+def test_cluster_and_sentinel_backends_never_show_a_password() -> None:
+    from dockrion_nb.backends.redis import RedisBackend
+
+    cluster = RedisBackend(f"redis+cluster://app:{PW}@127.0.0.1:1,127.0.0.1:2/")
+    sentinel = RedisBackend(f"redis+sentinel://:{PW}@127.0.0.1:1/mymaster/0?sentinel_password={PW}")
+    for backend in (cluster, sentinel):
+        assert PW not in repr(backend.describe()) and PW not in backend.masked_url
+    with pytest.raises(BackendConnectionError) as info:
+        RedisBackend(f"redis+cluster://:{PW}@127.0.0.1:bad/")
+    assert PW not in str(info.value) and "is not host:port" in str(info.value)
+
+
+async def test_a_cluster_that_cannot_be_reached_is_one_masked_message() -> None:
+    from servers import free_port
+
+    from dockrion_nb.backends.redis import RedisBackend
+
+    backend = RedisBackend(f"redis+cluster://:{PW}@127.0.0.1:{free_port()}/", connect_timeout=0.5)
+    try:
+        with pytest.raises(BackendConnectionError) as info:
+            await backend.ping()
+        assert PW not in str(info.value) and "redis+cluster://***@127.0.0.1" in str(info.value)
+    finally:
+        await backend.close()

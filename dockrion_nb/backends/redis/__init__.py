@@ -51,7 +51,12 @@ Everything speaks RESP2. redis-py's own command retries are off: a retried scrip
 reply was lost would store its events twice; stale pooled connections are still replaced
 before use, and followers retry by themselves.
 
-Not supported: Redis Cluster (the counter key and the stream key may live in different slots).
+Beyond one server, the same backend runs on a Redis Cluster (``redis+cluster://``,
+``cluster.py``: ``RedisCluster`` routes commands; the stream keeps Dockrion's name, the counter
+and the sharded channel sit in its hash slot, see ``keys``; ``cluster_hub.py`` follows slot
+moves and failovers) and on a Sentinel-managed master (``redis+sentinel://``, ``sentinel.py``:
+it follows ``+switch-master``). ``RedisBackend(url)`` builds the right one from the URL.
+
 Pub/Sub channels ignore the database number, as in Dockrion, so two databases on one server
 should not share run ids.
 """
@@ -71,7 +76,22 @@ __all__ = [
     "COUNTER_PREFIX",
     "STREAM_PREFIX",
     "RedisBackend",
+    "RedisClusterBackend",
+    "RedisSentinelBackend",
     "counter_key",
     "pubsub_channel",
     "stream_key",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Imported when asked for: a one-server user never loads redis-py's cluster client.
+    if name == "RedisClusterBackend":
+        from .cluster import RedisClusterBackend
+
+        return RedisClusterBackend
+    if name == "RedisSentinelBackend":
+        from .sentinel import RedisSentinelBackend
+
+        return RedisSentinelBackend
+    raise AttributeError(name)

@@ -21,7 +21,6 @@ from ..base import (
     EventDict,
 )
 from ..gapless import sequence_of
-from .keys import counter_key, pubsub_channel, runstate_key, stream_key
 from .link import CommandLink
 from .script import APPEND_LUA, APPEND_SHA, PING, dumps, pack
 
@@ -62,13 +61,15 @@ class Appender:
         """Store (and with ``publish`` also publish) ``events`` in one round trip. With
         ``assign``, events without a sequence get the run's next ones, written into them."""
         backend = self._backend
+        layout = backend.layout
         args: list[str | int] = [
             backend.max_events_per_run,
             backend.stream_ttl_seconds,
-            pubsub_channel(run_id) if publish else "",
+            layout.channel(run_id) if publish else "",
             "1" if assign else "0",
             self._floors.get(run_id, 0),
             _retry_id(events),
+            layout.publish_command,
         ]
         for event in events:
             seq = sequence_of(event)
@@ -78,7 +79,7 @@ class Appender:
                 body = dumps({k: v for k, v in event.items() if k != "sequence"})
             args += [body, seq, str(event.get("type") or "unknown")]
         try:
-            keys = [stream_key(run_id), counter_key(run_id), runstate_key(run_id)]
+            keys = [layout.stream(run_id), layout.counter(run_id), layout.runstate(run_id)]
             seqs = await self._call(keys, args)
         except ResponseError as exc:
             if str(exc).startswith("SEQUENCE_LIMIT"):
@@ -113,10 +114,12 @@ class Appender:
         """The run was cleared on purpose: its numbering may start again from 1."""
         self._floors.pop(run_id, None)
 
-    async def _call(self, keys: list[str], args: list[str | int]) -> Any:
+    async def _call(
+        self, keys: list[str], args: list[str | int], *, budget: float | None = None
+    ) -> Any:
         command = pack("EVALSHA", APPEND_SHA, len(keys), *keys, *args)
+        timeout = self._backend.command_timeout if budget is None else budget
         link = await self._open_link()
-        timeout = self._backend.command_timeout
         try:
             async with asyncio.timeout(timeout):
                 try:

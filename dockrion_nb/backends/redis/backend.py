@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -24,6 +24,7 @@ from ...events import (
     validate_run_id,
 )
 from ...redaction import mask_url, masked_logger, scrub
+from ...redis_urls import topology_of
 from ..base import (
     BackendClosedError,
     BackendConnectionError,
@@ -49,7 +50,7 @@ from .decode import (
     type_of,
 )
 from .errors import TRANSIENT, backoff_delay, describe_failure
-from .keys import STREAM_PREFIX, counter_key, pubsub_channel, stream_key
+from .keys import SINGLE_SERVER, STREAM_PREFIX, KeyLayout, stream_key
 from .pubsub import LiveSub, PubSubHub, Signal
 from .reads import decoded_in_order, models_in_order, read_all, read_tail
 from .runstate import RedisRunStates
@@ -66,9 +67,27 @@ SUMMARY_PEEK = 8  # entries read from each end of a stream to summarise its run
 
 
 class RedisBackend:
-    """Pub/Sub for live delivery, Streams for replay, EXPIRE for retention; see the package doc."""
+    """Pub/Sub for live delivery, Streams for replay, EXPIRE for retention; see the package doc.
+
+    ``RedisBackend(url)`` with a ``redis+cluster://`` or ``redis+sentinel://`` URL builds the
+    subclass for that deployment (``RedisClusterBackend``, ``RedisSentinelBackend``): same
+    settings, same behaviour, another URL."""
 
     name = "redis"
+    topology = "single"
+
+    def __new__(cls, url: str = "redis://localhost:6379/0", *args: Any, **kwargs: Any) -> Any:
+        if cls is RedisBackend and isinstance(url, str):
+            kind = topology_of(url)
+            if kind == "cluster":
+                from .cluster import RedisClusterBackend
+
+                return super().__new__(RedisClusterBackend)
+            if kind == "sentinel":
+                from .sentinel import RedisSentinelBackend
+
+                return super().__new__(RedisSentinelBackend)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -92,32 +111,9 @@ class RedisBackend:
         self.max_events_per_run = max_events_per_run
         self.connection_pool_size = connection_pool_size
         self.command_timeout = command_timeout
-        try:
-            # Blocking: a burst of more concurrent commands than connections waits for one.
-            self._pool = BlockingConnectionPool.from_url(
-                url,
-                max_connections=connection_pool_size,
-                timeout=command_timeout,
-                socket_timeout=command_timeout,
-                socket_connect_timeout=connect_timeout,
-                retry=Retry(NoBackoff(), 0),  # a retried script could store an event twice
-            )
-        except (ValueError, RedisError) as exc:
-            raise BackendConnectionError(
-                f"invalid Redis URL {self.masked_url}: {scrub(str(exc), url)} (use redis://, "
-                "rediss:// or unix://, e.g. redis://:password@localhost:6379/0)",
-                backend="redis",
-            ) from None
-        # RESP2 everywhere: plain arrays for Pub/Sub, and servers older than 6 still work.
-        self._pool.connection_kwargs["protocol"] = 2
-        self._client = aioredis.Redis(connection_pool=self._pool)
-        # Stream reads keep Redis's flat field lists: decode_model reads them in place, and
-        # redis-py's per-entry dict would cost more than the rest of a replay's reading.
-        self._raw = aioredis.Redis(connection_pool=self._pool)
-        for command in ("XRANGE", "XREVRANGE"):
-            self._raw.set_response_callback(command, as_sent)
-        self._appender = Appender(self)
-        self._hub = PubSubHub(self)
+        self.connect_timeout = connect_timeout
+        self.layout: KeyLayout = SINGLE_SERVER
+        self._open()
         self._run_states: RedisRunStates | None = None
         self._closed = False
         self._state = "idle"
@@ -127,6 +123,52 @@ class RedisBackend:
         self.skipped_messages = 0
         self.entries_read = 0
         self.fallback_reason: str | None = None
+
+    def _open(self) -> None:
+        """The clients, the appender and the Pub/Sub hub (a subclass opens its own)."""
+        try:
+            # Blocking: a burst of more concurrent commands than connections waits for one.
+            self._pool = BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=self.connection_pool_size,
+                timeout=self.command_timeout,
+                socket_timeout=self.command_timeout,
+                socket_connect_timeout=self.connect_timeout,
+                retry=Retry(NoBackoff(), 0),  # a retried script could store an event twice
+            )
+        except (ValueError, RedisError) as exc:
+            raise self.invalid_url(exc) from None
+        # RESP2 everywhere: plain arrays for Pub/Sub, and servers older than 6 still work.
+        self._pool.connection_kwargs["protocol"] = 2
+        self._use_pool(self._pool)
+        self._appender = Appender(self)
+        self._hub = PubSubHub(self)
+
+    def _use_pool(self, pool: ConnectionPool) -> None:
+        self._client = aioredis.Redis(connection_pool=pool)
+        # Stream reads keep Redis's flat field lists: decode_model reads them in place, and
+        # redis-py's per-entry dict would cost more than the rest of a replay's reading.
+        self._raw = aioredis.Redis(connection_pool=pool)
+        for command in ("XRANGE", "XREVRANGE"):
+            self._raw.set_response_callback(command, as_sent)
+
+    def invalid_url(self, exc: BaseException) -> BackendConnectionError:
+        return BackendConnectionError(
+            f"invalid Redis URL {self.masked_url}: {scrub(str(exc), self.url)} (use redis://, "
+            "rediss://, unix://, redis+cluster:// or redis+sentinel://, e.g. "
+            "redis://:password@localhost:6379/0)",
+            backend="redis",
+        )
+
+    async def ready(self) -> None:
+        """Settle what the first command must know (a cluster: which Pub/Sub its servers
+        speak); nothing to settle on one server."""
+
+    async def _close_clients(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._client.aclose()
+        with contextlib.suppress(Exception):
+            await self._pool.disconnect()
 
     # -- state and settings -------------------------------------------------------------------
 
@@ -159,6 +201,7 @@ class RedisBackend:
         return {
             "backend": "redis",
             "url": self.masked_url,
+            "topology": self.layout.describe(),
             "stream_ttl_seconds": self.stream_ttl_seconds,
             "max_events_per_run": self.max_events_per_run,
             "connection_pool_size": self.connection_pool_size,
@@ -305,7 +348,11 @@ class RedisBackend:
         self.check_open()
         check_wire(event)
         try:
-            await self._client.publish(f"events:{channel}", dumps(event))
+            await self.ready()
+            layout = self.layout
+            await self._client.execute_command(  # type: ignore[no-untyped-call]
+                layout.publish_command, layout.channel(run_id_of(channel)), dumps(event)
+            )
         except (RedisError, OSError) as exc:
             raise self.error_for(exc, f"publishing to {channel!r}") from None
 
@@ -332,7 +379,7 @@ class RedisBackend:
     async def clear_run(self, run_id: str) -> None:
         self.check_open()
         try:
-            await self._client.delete(stream_key(run_id), counter_key(run_id))
+            await self._client.delete(self.layout.stream(run_id), self.layout.counter(run_id))
             self._appender.forget(run_id)
         except (RedisError, OSError) as exc:
             raise self.error_for(exc, f"clearing run {run_id!r}") from None
@@ -343,10 +390,7 @@ class RedisBackend:
             return
         self._closed = True
         await self._hub.close()
-        with contextlib.suppress(Exception):
-            await self._client.aclose()
-        with contextlib.suppress(Exception):
-            await self._pool.disconnect()
+        await self._close_clients()
         await self._appender.close()
         self.set_state("closed")
 
@@ -488,7 +532,7 @@ class RedisBackend:
         this, the follower would go quiet with no word of why."""
         run_id = joiner.run_id
         try:
-            counter = await self._client.get(counter_key(run_id))
+            counter = await self._client.get(self.layout.counter(run_id))
             tail = await self._raw.xrevrange(stream_key(run_id), max="+", min="-", count=1)
         except (RedisError, OSError):
             return False  # the usual path goes on; a later repeat checks again
@@ -636,7 +680,7 @@ class RedisBackend:
         self.check_open()
         try:
             pipe = self._raw.pipeline(transaction=False)
-            pipe.get(counter_key(run_id))
+            pipe.get(self.layout.counter(run_id))
             pipe.xrevrange(stream_key(run_id), count=1)
             counter, last = await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -668,7 +712,7 @@ class RedisBackend:
 
     def subscriber_count(self, run_id: str) -> int:
         """Local followers of ``run_id`` whose subscription the server has confirmed."""
-        channel = pubsub_channel(run_id).encode()
+        channel = self.layout.channel(run_id).encode()
         return len(self._hub.subscribers(channel))
 
     @property

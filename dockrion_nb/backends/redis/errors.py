@@ -6,7 +6,17 @@ from __future__ import annotations
 import asyncio
 import random
 
-from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    ClusterDownError,
+    ClusterError,
+    InvalidResponse,
+    MovedError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -21,18 +31,31 @@ from ..base import (
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 5.0
 
+# A cluster adds its own passing states: a slot without a master during a failover
+# (CLUSTERDOWN, no node for the slot), a key moving while a slot migrates (TRYAGAIN), and
+# redirections that did not settle within redis-py's redirection budget.
+CLUSTER_TRANSIENT: tuple[type[BaseException], ...] = (
+    ClusterDownError,
+    TryAgainError,
+    SlotNotCoveredError,
+    ClusterError,
+    MovedError,
+    AskError,
+)
+
 TRANSIENT: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     InvalidResponse,
     OSError,
     BackendConnectionError,
+    *CLUSTER_TRANSIENT,
 )
 
 
-def backoff_delay(attempt: int) -> float:
-    """Exponential, capped at ``BACKOFF_CAP`` seconds, with jitter so followers spread out."""
-    return float(min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0))
+def backoff_delay(attempt: int, cap: float = BACKOFF_CAP) -> float:
+    """Exponential, capped at ``cap`` seconds, with jitter so followers spread out."""
+    return float(min(cap, BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0))
 
 
 def describe_failure(exc: BaseException, doing: str, *, url: str, masked_url: str) -> BackendError:

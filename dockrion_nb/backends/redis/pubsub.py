@@ -126,6 +126,12 @@ class PubSubHub:
             # Written now, in order: a later SUBSCRIBE to the channel reaches the server after.
             self._link.send("UNSUBSCRIBE", sub.channel)
 
+    def reconnect(self) -> None:
+        """Drop the connection on purpose (the server it reached is no longer the master):
+        the hub connects again, resubscribes, and followers resync from the stream."""
+        if self._link is not None:
+            self._link.finish()
+
     async def close(self) -> None:
         self._closed = True
         for subs in list(self._subs.values()):
@@ -262,15 +268,20 @@ class PubSubHub:
         if not subs:
             return
         run_id = channel.decode("utf-8", "replace")[len(CHANNEL_PREFIX) :]
-        if all(sub.models for sub in subs):  # our followers only: no wire dict needed
-            model = self._backend.decode_message_model(run_id, data)
-            if model is None:
-                return
-            for sub in subs:
-                sub.offer(model)
-            return
-        record = self._backend.decode_message(run_id, data)
-        if record is None:
+        deliver(self._backend, subs, run_id, data)
+
+
+def deliver(backend: RedisBackend, subs: list[LiveSub], run_id: str, data: bytes) -> None:
+    """One live message to a channel's local followers, decoded once for all of them."""
+    if all(sub.models for sub in subs):  # our followers only: no wire dict needed
+        model = backend.decode_message_model(run_id, data)
+        if model is None:
             return
         for sub in subs:
-            sub.offer(record.model if sub.models and record.model is not None else record)
+            sub.offer(model)
+        return
+    record = backend.decode_message(run_id, data)
+    if record is None:
+        return
+    for sub in subs:
+        sub.offer(record.model if sub.models and record.model is not None else record)

@@ -1,4 +1,5 @@
-"""Run state in Redis: one hash per run, ``runstate:run:{run_id}``, next to the run's stream.
+"""Run state in Redis: one hash per run, ``runstate:run:{run_id}``, next to the run's stream
+(on a cluster ``runstate:run:{stream:run:ID}``, in the stream's hash slot: ``keys.KeyLayout``).
 
 Fields are strings: ``run_id``, ``status``, ``created_at`` and ``completed_at`` (ISO 8601),
 ``output``, ``error`` and ``metadata`` (JSON), ``agent_name`` and ``framework``; absent when
@@ -17,8 +18,6 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
-
-from .keys import RUNSTATE_PREFIX, runstate_key
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -81,7 +80,9 @@ class RedisRunStates:
         for name, value in fields.items():
             args += [name, value]
         try:
-            outcome, before = await self._write(keys=[runstate_key(run_id)], args=args)
+            outcome, before = await self._write(
+                keys=[self._backend.layout.runstate(run_id)], args=args
+            )
         except (RedisError, OSError) as exc:
             raise self._backend.error_for(exc, f"writing the state of run {run_id!r}") from None
         return _text(outcome), _text(before)
@@ -90,7 +91,7 @@ class RedisRunStates:
         """The run's fields, or None when it has no state (never created, expired, removed)."""
         self._backend.check_open()
         try:
-            raw = await self._client.hgetall(runstate_key(run_id))
+            raw = await self._client.hgetall(self._backend.layout.runstate(run_id))
         except (RedisError, OSError) as exc:
             raise self._backend.error_for(exc, f"reading the state of run {run_id!r}") from None
         return {_text(k): _text(v) for k, v in raw.items()} or None
@@ -103,7 +104,7 @@ class RedisRunStates:
         try:
             pipe = self._client.pipeline(transaction=False)
             for run_id in run_ids:
-                pipe.hget(runstate_key(run_id), "status")
+                pipe.hget(self._backend.layout.runstate(run_id), "status")
             replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise self._backend.error_for(exc, "reading run states") from None
@@ -116,7 +117,7 @@ class RedisRunStates:
             keys = []
             seen: set[bytes] = set()
             async for key in self._client.scan_iter(
-                match=f"{RUNSTATE_PREFIX}{pattern or '*'}", count=1000, _type="HASH"
+                match=self._backend.layout.runstate(pattern or "*"), count=1000, _type="HASH"
             ):
                 if key not in seen:
                     seen.add(key)
@@ -137,6 +138,6 @@ class RedisRunStates:
     async def delete(self, run_id: str) -> None:
         self._backend.check_open()
         try:
-            await self._client.delete(runstate_key(run_id))
+            await self._client.delete(self._backend.layout.runstate(run_id))
         except (RedisError, OSError) as exc:
             raise self._backend.error_for(exc, f"removing the state of run {run_id!r}") from None

@@ -8,9 +8,11 @@ import json
 from typing import Any
 
 # KEYS: stream, counter, run state (its TTL follows the stream's; EXPIRE on a missing key does
-# nothing). ARGV: maxlen, ttl, channel ('' = store only), assign ('1'/'0'),
-# floor (the highest sequence the caller has written to the run; numbering never goes below
-# it, even if the server lost the run), retry id (the id of the batch's last event, or ''),
+# nothing); on a cluster the counter and the run state are named into the stream's hash slot.
+# ARGV: maxlen, ttl, channel ('' = store only), assign ('1'/'0'), floor (the highest sequence
+# the caller has written to the run; numbering never goes below it, even if the server lost
+# the run), retry id (the id of the batch's last event, or ''), publish command ('PUBLISH', or
+# 'SPUBLISH' for a cluster's sharded Pub/Sub, whose channel is then in the stream's slot too),
 # then (json, given sequence, type) per event.
 # Returns the sequences as stored. A run whose numbering would pass 2**53-1 (past it, doubles
 # such as Lua's numbers cannot tell two sequences apart) is refused before anything is written.
@@ -22,8 +24,8 @@ local stream, counter_key = KEYS[1], KEYS[2]
 local maxlen, ttl, channel, assign = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
 local counter = tonumber(redis.call('GET', counter_key) or '0') or 0
 local floor = tonumber(ARGV[5]) or 0
-local retry_id = ARGV[6]
-local events = (#ARGV - 6) / 3
+local retry_id, publish = ARGV[6], ARGV[7]
+local events = (#ARGV - 7) / 3
 if floor > counter then counter = floor end
 local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
 if last[1] then
@@ -53,7 +55,7 @@ if counter > 9007199254740991 then
 end
 if assign then
   local unnumbered = 0
-  for i = 8, #ARGV, 3 do
+  for i = 9, #ARGV, 3 do
     if (tonumber(ARGV[i]) or 0) <= 0 then unnumbered = unnumbered + 1 end
   end
   if counter + unnumbered > 9007199254740991 then
@@ -61,7 +63,7 @@ if assign then
   end
 end
 local out = {}
-for i = 7, #ARGV, 3 do
+for i = 8, #ARGV, 3 do
   local body, given, etype = ARGV[i], tonumber(ARGV[i + 1]) or 0, ARGV[i + 2]
   local seq, data = given, body
   if given > 0 then
@@ -75,7 +77,7 @@ for i = 7, #ARGV, 3 do
   local seqtext = string.format('%d', seq)
   redis.call('XADD', stream, 'MAXLEN', maxlen, '*', 'data', data, 'sequence', seqtext,
              'type', etype)
-  if channel ~= '' then redis.call('PUBLISH', channel, data) end
+  if channel ~= '' then redis.call(publish, channel, data) end
   out[#out + 1] = seq
 end
 redis.call('EXPIRE', stream, ttl)
