@@ -51,20 +51,31 @@ _ELSEWHERE = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")
 class _Shard:
     """One node's Pub/Sub connection and the channels subscribed (or being) on it."""
 
-    __slots__ = ("channels", "conn", "leaving", "link", "name", "pending", "task")
+    __slots__ = ("channels", "conn", "link", "name", "pending", "task")
 
     def __init__(self, name: str, conn: AbstractConnection) -> None:
         self.name = name
         self.conn = conn
         self.link: Link | None = None
         self.channels: set[bytes] = set()
-        self.pending: deque[bytes] = deque()  # subscriptions sent, in order, not yet answered
-        self.leaving: set[bytes] = set()  # unsubscriptions we sent
+        # What we sent and the server has not answered yet, in order (it answers in order):
+        # (b"sub" | b"unsub" | b"ping", channel). Anything else it sends is its own doing.
+        self.pending: deque[tuple[bytes, bytes]] = deque()
         self.task: asyncio.Task[None] | None = None
 
-    def send(self, *args: str | bytes) -> None:
-        if self.link is not None:
-            self.link.send(*args)
+    def send(self, verb: bytes, command: str, channel: bytes) -> None:
+        if self.link is not None and self.link.open:
+            self.pending.append((verb, channel))
+            self.link.send(command, channel)
+
+    def answered(self, verb: bytes, channel: bytes) -> bool:
+        """The reply to our oldest pending ``verb`` on ``channel`` came: forget it. False
+        when we sent no such thing (the server acts on its own)."""
+        for item in self.pending:
+            if item == (verb, channel):
+                self.pending.remove(item)
+                return True
+        return False
 
 
 class ClusterHub:
@@ -139,8 +150,7 @@ class ClusterHub:
         shard = self._route.pop(channel, None)
         if shard is not None and not self._closed:
             shard.channels.discard(channel)
-            shard.leaving.add(channel)
-            shard.send(self._verb("UNSUBSCRIBE"), channel)
+            shard.send(b"unsub", self._verb("UNSUBSCRIBE"), channel)
             self._let_go_if_idle(shard)
 
     async def close(self) -> None:
@@ -216,13 +226,11 @@ class ClusterHub:
             old = self._route.get(channel)
             if old is not None and old is not shard:
                 old.channels.discard(channel)
-                old.leaving.add(channel)
-                old.send(self._verb("UNSUBSCRIBE"), channel)
+                old.send(b"unsub", self._verb("UNSUBSCRIBE"), channel)
                 self._let_go_if_idle(old)
             self._route[channel] = shard
             shard.channels.add(channel)
-            shard.pending.append(channel)
-            shard.send(self._verb("SUBSCRIBE"), channel)
+            shard.send(b"sub", self._verb("SUBSCRIBE"), channel)
             self._dirty.discard(channel)
 
     def _verb(self, command: str) -> str:
@@ -282,6 +290,7 @@ class ClusterHub:
                         reason = RedisTimeoutError("no answer to PING on the Pub/Sub connection")
                         break
                     else:
+                        shard.pending.append((b"ping", b""))
                         link.send("PING")
                         ping_sent = True
         finally:
@@ -349,24 +358,10 @@ class ClusterHub:
     # -- replies, in each socket's read callback ---------------------------------------------
 
     def _on_reply(self, shard: _Shard, reply: Any) -> None:
-        if isinstance(reply, hiredis.ReplyError):
-            channel = shard.pending.popleft() if shard.pending else None
-            text = str(reply)
-            if channel is not None and text.startswith(_ELSEWHERE):
-                if self._route.get(channel) is shard:
-                    self._reroute(channel)
-                return
-            error = BackendSubscribeError(
-                f"Redis at {self._backend.masked_url} refused a subscription: "
-                f"{scrub(text, self._backend.url)}",
-                backend="redis",
-            )
-            if channel is None:
-                self._fail_waiters(error)
-            else:
-                for fut in self._waiters.pop(channel, ()):
-                    if not fut.done():
-                        fut.set_exception(error)
+        if isinstance(reply, hiredis.ReplyError):  # the answer to our oldest command
+            verb, channel = shard.pending.popleft() if shard.pending else (b"", b"")
+            if verb == b"sub":
+                self._refused(shard, channel, str(reply))
             return
         if not isinstance(reply, list) or len(reply) < 2:
             return
@@ -377,16 +372,31 @@ class ClusterHub:
                 run_id = self._backend.layout.run_of_channel(channel.decode("utf-8", "replace"))
                 deliver(self._backend, subs, run_id, reply[2])
         elif kind in (b"ssubscribe", b"subscribe"):
-            with contextlib.suppress(ValueError):
-                shard.pending.remove(channel)
+            shard.answered(b"sub", channel)
             if self._route.get(channel) is shard:
                 self._confirm(channel)
         elif kind in (b"sunsubscribe", b"unsubscribe"):
-            if channel in shard.leaving:
-                shard.leaving.discard(channel)
+            if shard.answered(b"unsub", channel):
                 self._let_go_if_idle(shard)
             elif self._route.get(channel) is shard:
                 self._reroute(channel)  # the server let us go: the slot has moved on
+        elif kind == b"pong":
+            shard.answered(b"ping", b"")
+
+    def _refused(self, shard: _Shard, channel: bytes, text: str) -> None:
+        """A subscription refused: elsewhere now (look the slot up again), or for good."""
+        if text.startswith(_ELSEWHERE):
+            if self._route.get(channel) is shard:
+                self._reroute(channel)
+            return
+        error = BackendSubscribeError(
+            f"Redis at {self._backend.masked_url} refused a subscription: "
+            f"{scrub(text, self._backend.url)}",
+            backend="redis",
+        )
+        for fut in self._waiters.pop(channel, ()):
+            if not fut.done():
+                fut.set_exception(error)
 
     def _confirm(self, channel: bytes) -> None:
         if channel not in self._subs:
