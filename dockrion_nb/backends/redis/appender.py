@@ -54,6 +54,8 @@ class Appender:
         # so a server that restarts without persistence (and so forgets the run) does not
         # number anew under followers that have already seen those sequences.
         self._floors: dict[str, int] = {}
+        # Each run's key names (stream, counter, run state), channel and publish command (the backend's layout), made once.
+        self._names: dict[str, tuple[str, str, str, str, str]] = {}
 
     async def append(
         self, run_id: str, events: Sequence[EventDict], *, publish: bool, assign: bool
@@ -61,15 +63,18 @@ class Appender:
         """Store (and with ``publish`` also publish) ``events`` in one round trip. With
         ``assign``, events without a sequence get the run's next ones, written into them."""
         backend = self._backend
-        layout = backend.layout
+        names = self._names.get(run_id)
+        if names is None:
+            names = self._names_of(run_id)
+        stream, counter, runstate, channel, command = names
         args: list[str | int] = [
             backend.max_events_per_run,
             backend.stream_ttl_seconds,
-            layout.channel(run_id) if publish else "",
+            channel if publish else "",
             "1" if assign else "0",
             self._floors.get(run_id, 0),
             _retry_id(events),
-            layout.publish_command,
+            command,
         ]
         for event in events:
             seq = sequence_of(event)
@@ -79,8 +84,7 @@ class Appender:
                 body = dumps({k: v for k, v in event.items() if k != "sequence"})
             args += [body, seq, str(event.get("type") or "unknown")]
         try:
-            keys = [layout.stream(run_id), layout.counter(run_id), layout.runstate(run_id)]
-            seqs = await self._call(keys, args)
+            seqs = await self._call([stream, counter, runstate], args)
         except ResponseError as exc:
             if str(exc).startswith("SEQUENCE_LIMIT"):
                 raise EventValidationError(
@@ -98,6 +102,20 @@ class Appender:
         if assign:
             for event, seq in zip(events, seqs, strict=True):
                 event["sequence"] = int(seq)
+
+    def _names_of(self, run_id: str) -> tuple[str, str, str, str, str]:
+        layout = self._backend.layout
+        names = (
+            layout.stream(run_id),
+            layout.counter(run_id),
+            layout.runstate(run_id),
+            layout.channel(run_id),
+            layout.publish_command,
+        )
+        if len(self._names) >= FLOORS_KEPT:
+            self._names.clear()
+        self._names[run_id] = names
+        return names
 
     def _publish_error(self, run_id: str, exc: BaseException) -> BackendError:
         error = self._backend.error_for(exc, f"publishing to run {run_id!r}")
