@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import ceiling, limits, scenarios
+from . import beyond, ceiling, limits, scenarios
 from .progress import Progress
 from .report import ProfileRun, Row, Target, load_average, machine, table
 from .scenarios import Delivery, Latency, median, percentile
@@ -101,7 +101,9 @@ TINY = Sizes(
 )
 
 
-ALL_GROUPS = frozenset(range(1, 8))  # the issue's row groups: 1 memory publish ... 7 widget
+# The issue's row groups: 1 memory publish ... 7 widget, 8 beyond one node (cluster, Sentinel)
+ALL_GROUPS = frozenset(range(1, 9))
+BEYOND = {"full": beyond.FULL, "quick": beyond.QUICK, "tiny": beyond.TINY}
 REDIS_GROUPS = frozenset(range(2, 7))  # groups with Redis rows (2-6)
 
 
@@ -161,6 +163,11 @@ class Bench:
             finally:
                 await ceiling.delete_run_keys(self.raw, self.marker)
                 await self.raw.aclose()
+        if 8 in self.only:
+            rows, server = await beyond.measure(BEYOND[self.sizes.name], self.progress)
+            self.rows += rows
+            if self.server_version == "not used":
+                self.server_version = server
         self.rows.sort(key=lambda r: (int(r.key[:-1]), r.key[-1]))
         return self.rows
 
@@ -834,19 +841,20 @@ def planned_steps(s: Sizes, redis: bool, profiles: bool, only: frozenset[int] = 
         5: 2 + r * 3,
         6: r * 3 * s.procs_repeats,
         7: 1,
+        8: BEYOND[s.name].steps,
     }
     return sum(per_group[g] for g in only) + (4 if profiles else 0)
 
 
 def parse_groups(text: str) -> frozenset[int]:
-    """``"3,4"`` -> {3, 4}: the row groups of the issue's list (1-7)."""
+    """``"3,4"`` -> {3, 4}: the row groups of the issue's list (1-8)."""
     try:
         groups = frozenset(int(part) for part in text.replace(" ", "").split(",") if part)
     except ValueError:
         groups = frozenset({0})
     if not groups or not groups <= ALL_GROUPS:
         raise argparse.ArgumentTypeError(
-            f"--only takes row groups 1-7, comma separated (e.g. 3,4), not {text!r}"
+            f"--only takes row groups 1-8, comma separated (e.g. 3,4), not {text!r}"
         )
     return groups
 
@@ -918,7 +926,7 @@ def run_bench(
         progress.step("widget (headless Chromium)")
         rows += widget_rows(sizes.name != "full")
     progress.done()
-    info = machine(server if redis else "not used (--no-redis)", load_before)
+    info = machine(server if redis or 8 in only else "not used (--no-redis)", load_before)
     seconds = time.monotonic() - started
     md = results_markdown(rows, info, profs, sizes, command, seconds, bool(redis_url))
     return Outcome(rows, info, profs, md, seconds)
@@ -984,6 +992,14 @@ def results_markdown(
         "minute); ours is written by `publish_many`. Both read with `get_events` (parsed models).",
         "- Two processes: each side's `StreamContext.emit_token` in two child processes started "
         "together; duplicates are counted over the `sequence` field of the stored stream.",
+        "- Row group 8 (beyond one node) starts its own deployments of one server binary: "
+        "one node, a 3-master cluster with a replica each (cluster-node-timeout "
+        f"{beyond.NODE_TIMEOUT_MS} ms), and per Sentinel row one master, one replica and "
+        f"three sentinels (down-after-milliseconds {beyond.DOWN_AFTER_MS}); ours only "
+        "(Dockrion 0.0.3 has no cluster or Sentinel support). A failover row kills (SIGKILL) "
+        "the master of a run that a follower follows while one event is published every "
+        f"{beyond.PACE_SECONDS * 1000:g} ms, and times the kill to the first event the "
+        "follower receives that was published after the last acknowledged one.",
         "- Redis: "
         + (
             "the server given with --redis-url"

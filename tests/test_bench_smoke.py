@@ -24,6 +24,7 @@ pytestmark = [
 
 MEMORY_KEYS = {"1a", "1b", "1c", "3a", "3b", "4a", "4b", "5a"}
 REDIS_KEYS = {"2a", "2b", "2c", "2d", "3c", "3d", "4c", "4d", "5b", "6a", "6b"}
+BEYOND_KEYS = {"8a", "8b", "8c", "8d", "8e", "8f", "8g"}  # own node, cluster, Sentinel
 
 
 def test_tiny_bench_produces_every_row_with_the_table_structure(redis_url: str) -> None:
@@ -32,7 +33,7 @@ def test_tiny_bench_produces_every_row_with_the_table_structure(redis_url: str) 
         TINY, redis_url=redis_url, widget=False, profiles=True, progress=Progress(40, stream)
     )
     rows = {row.key: row for row in outcome.rows}
-    assert set(rows) == MEMORY_KEYS | REDIS_KEYS
+    assert set(rows) == MEMORY_KEYS | REDIS_KEYS | BEYOND_KEYS
 
     for key in MEMORY_KEYS:
         assert rows[key].ours is not None and rows[key].dockrion is not None, key
@@ -50,6 +51,14 @@ def test_tiny_bench_produces_every_row_with_the_table_structure(redis_url: str) 
         assert rows["2b"].ours_delivered == 1.0
     else:
         assert rows["6b"].reason
+
+    # beyond one node: one node beside a cluster, and master kills that lose nothing
+    for key in ("8a", "8b", "8c", "8d"):
+        assert rows[key].ours is not None and rows[key].ours > 0, key
+        assert rows[key].ours_delivered == 1.0, key
+    for key in ("8e", "8f"):
+        assert rows[key].ours is not None and rows[key].ours > 0, key
+    assert rows["8g"].ours == 0 and rows["8g"].met is True
 
     lines = outcome.markdown.splitlines()
     start = lines.index(HEADER)
@@ -87,14 +96,14 @@ def test_only_measures_the_chosen_row_groups(redis_url: str) -> None:
     assert "python -m bench" in outcome.markdown
 
 
-@pytest.mark.parametrize("text", ["9", "0", "a,b", "", "3,,8"])
+@pytest.mark.parametrize("text", ["9", "0", "a,b", "", "3,,9"])
 def test_only_rejects_what_is_not_a_row_group(
     text: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--only", text, "--no-widget"])
     assert info.value.code == 2
-    assert "--only takes row groups 1-7" in capsys.readouterr().err
+    assert "--only takes row groups 1-8" in capsys.readouterr().err
 
 
 def test_parse_groups_reads_comma_lists() -> None:
