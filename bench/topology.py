@@ -289,6 +289,23 @@ class LocalCluster:
         )
         return new_master
 
+    def hand_over(self, master: PrivateServer, timeout: float = 30.0) -> PrivateServer:
+        """A manual failover (CLUSTER FAILOVER on its replica): the master stays up and
+        becomes the replica of the one it hands its slots to; returns the new master."""
+        replica = self.replicas_of(master)[0]
+        with contextlib.closing(_client(replica.port)) as c:
+            c.execute_command("CLUSTER", "FAILOVER")
+        wait_until(
+            f"port {replica.port} taking over from port {master.port}",
+            lambda: all(
+                replica.port in self.slot_owners(n.port).values()
+                and master.port not in self.slot_owners(n.port).values()
+                for n in self.running()
+            ),
+            timeout,
+        )
+        return replica
+
     def rejoin(self, node: PrivateServer, timeout: float = 30.0) -> None:
         """Start a stopped node again: it rejoins the cluster (as a replica, if it was a master
         that was failed over) with the identity kept in its ``nodes.conf``."""

@@ -319,6 +319,34 @@ async def test_a_follower_keeps_following_through_a_master_failover(
             await asyncio.to_thread(fault_cluster.rejoin, master)
 
 
+async def test_a_follower_keeps_following_when_its_master_hands_over_and_stays_up(
+    fault_cluster: LocalCluster,
+) -> None:
+    """A manual failover (CLUSTER FAILOVER): the old master stays up, now a replica, so no
+    connection breaks; the follower still moves to the new master and misses nothing."""
+    run_id = f"h-{uuid.uuid4().hex[:12]}"
+    n = 300
+    slot = key_slot(f"stream:run:{run_id}")
+    master = fault_cluster.master_of_slot(slot)
+    backend = RedisBackend(fault_cluster.url, command_timeout=20, max_events_per_run=10_000)
+    try:
+        async with EventBus(backend) as bus:
+            seen: list[int] = []
+            follower = asyncio.create_task(collect(bus, run_id, n, seen))
+            await bus.publish(run_id, TokenEvent(run_id=run_id, content="t-first"))
+            failures = await publish_through(
+                bus, run_id, n - 1, lambda: fault_cluster.hand_over(master), at=100
+            )
+            await asyncio.wait_for(follower, 30)
+            assert seen == list(range(1, n + 1))
+            assert failures == []
+            assert [e.sequence for e in await bus.get_events(run_id)] == list(range(1, n + 1))
+            assert fault_cluster.master_of_slot(slot).port != master.port
+            assert backend.pubsub_connects >= 2  # subscribed again, at the new master
+    finally:
+        redis_cleanup(fault_cluster.url, run_id)
+
+
 async def test_a_follower_keeps_following_while_the_runs_slot_moves(
     fault_cluster: LocalCluster,
 ) -> None:
