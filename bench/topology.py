@@ -29,11 +29,19 @@ SLOTS = 16384
 QUICK_SYNC = ("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
 
 
+# The password of each password-protected node we started, by port (admin commands AUTH).
+_PASSWORDS: dict[int, str] = {}
+
+
 def _client(port: int, timeout: float = 2.0) -> Any:
     import redis
 
     return redis.Redis(
-        host="127.0.0.1", port=port, socket_timeout=timeout, socket_connect_timeout=timeout
+        host="127.0.0.1",
+        port=port,
+        password=_PASSWORDS.get(port),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
     )
 
 
@@ -73,8 +81,10 @@ class LocalCluster:
         prefer: Kind = "valkey",
         binary: str | None = None,
         node_timeout_ms: int = 1000,
+        password: str | None = None,
     ) -> None:
         self.masters_wanted = masters
+        self.password = password
         self.replicas_wanted = replicas
         args = [
             "--cluster-enabled", "yes",
@@ -90,9 +100,15 @@ class LocalCluster:
         self.bus_ports: dict[int, int] = {}
         for _ in range(masters * (1 + replicas)):
             bus = free_port()
+            auth = ["--masterauth", password] if password else []
             node = PrivateServer(
-                prefer=prefer, binary=binary, args=[*args, "--cluster-port", str(bus)]
+                prefer=prefer,
+                binary=binary,
+                password=password,
+                args=[*args, *auth, "--cluster-port", str(bus)],
             )
+            if password:
+                _PASSWORDS[node.port] = password
             self.nodes.append(node)
             self.bus_ports[node.port] = bus
         self.binary = self.nodes[0].binary
@@ -183,6 +199,7 @@ class LocalCluster:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+            _PASSWORDS.pop(node.port, None)
 
     def __enter__(self) -> LocalCluster:
         self.start()
@@ -201,7 +218,8 @@ class LocalCluster:
     def url(self) -> str:
         """The backend's URL: every node as a startup node."""
         hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
-        return f"redis+cluster://{hosts}/"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+cluster://{auth}{hosts}/"
 
     def node_id(self, port: int) -> str:
         with contextlib.closing(_client(port)) as c:
@@ -333,8 +351,18 @@ class LocalCluster:
                 if not keys:
                     break
                 time.sleep(pause)
+                auth = ["AUTH", self.password] if self.password else []
                 src.execute_command(
-                    "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "REPLACE", "KEYS", *keys
+                    "MIGRATE",
+                    "127.0.0.1",
+                    target.port,
+                    "",
+                    0,
+                    5000,
+                    "REPLACE",
+                    *auth,
+                    "KEYS",
+                    *keys,
                 )
             time.sleep(pause)
             dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)

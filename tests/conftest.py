@@ -93,7 +93,9 @@ def redis_cleanup(url: str, *run_ids: str) -> None:
     elif target.topology == "cluster":
         from redis.cluster import ClusterNode, RedisCluster
 
-        cluster = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes])
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in target.nodes], password=target.password
+        )
         try:
             clients = [
                 redis.Redis(host=n.host, port=n.port, password=target.password)
@@ -118,9 +120,10 @@ def redis_cleanup(url: str, *run_ids: str) -> None:
 
 @pytest.fixture(scope="session")
 def cluster_url() -> Iterator[str]:
-    """A local Redis Cluster for the session: three masters, three replicas, cluster mode."""
+    """A local Redis Cluster for the session: three masters, three replicas, cluster mode,
+    a password on every node (so every connection the backend makes must AUTH)."""
     require(server_binary() is not None, "no Redis-compatible server binary for a cluster")
-    cluster = LocalCluster()
+    cluster = LocalCluster(password="cluster-pw-7")
     cluster.start()
     try:
         yield cluster.url

@@ -35,8 +35,9 @@ pytestmark = pytest.mark.filterwarnings(
 
 def raw_cluster(url: str, *, decode: bool = False) -> RedisCluster:
     """A plain redis-py cluster client on the same cluster, to look at what we wrote."""
-    nodes = [ClusterNode(h, p) for h, p in parse_redis_url(url).nodes]
-    return RedisCluster(startup_nodes=nodes, decode_responses=decode)
+    target = parse_redis_url(url)
+    nodes = [ClusterNode(h, p) for h, p in target.nodes]
+    return RedisCluster(startup_nodes=nodes, password=target.password, decode_responses=decode)
 
 
 @pytest.fixture
