@@ -101,6 +101,17 @@ async def test_the_stream_keeps_dockrions_name_and_the_counter_sits_in_its_slot(
         await raw.aclose()
 
 
+async def test_clearing_a_run_first_thing_clears_its_counter_too(
+    cluster_url: str, run: str
+) -> None:
+    async with EventBus(RedisBackend(cluster_url, stream_ttl_seconds=600)) as bus:
+        await bus.publish_many(run, tokens(run, 3))
+    async with EventBus(RedisBackend(cluster_url, stream_ttl_seconds=600)) as bus:
+        await bus.clear_run(run)  # a new backend's first command
+        again = await bus.publish(run, TokenEvent(run_id=run, content="anew"))
+        assert again.sequence == 1
+
+
 async def test_live_events_go_out_on_a_sharded_channel_in_the_streams_slot(
     backend: RedisBackend, run: str, cluster_url: str
 ) -> None:

@@ -113,6 +113,8 @@ class RedisClusterBackend(RedisBackend):
         for command in ("XRANGE", "XREVRANGE"):
             self.cluster.set_response_callback(command, as_sent)
         self._client = self._raw = self.cluster  # type: ignore[assignment]
+        # The counter's name is known now; with pubsub=auto, the channel once ready() asked.
+        self.layout = KeyLayout(cluster=True, sharded=target.pubsub == "sharded")
         self._layout_known = False
         self._settling: asyncio.Lock | None = None
         self._appender = ClusterAppender(self)
