@@ -38,6 +38,7 @@ from ...redis_urls import RedisTarget, RedisURLError, parse_redis_url
 from .appender import Appender
 from .backend import RedisBackend
 from .errors import backoff_delay
+from .pubsub import PubSubHub
 
 log = masked_logger("dockrion_nb.redis")
 
@@ -98,8 +99,6 @@ class RedisSentinelBackend(RedisBackend):
         self._pool = self._sentinel_pool
         self._use_pool(self._pool)
         self._appender = SentinelAppender(self)
-        from .pubsub import PubSubHub
-
         self._hub = PubSubHub(self)
         self._watcher: asyncio.Task[None] | None = None
         self.switches = 0  # master switches this backend has followed
