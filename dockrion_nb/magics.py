@@ -121,6 +121,8 @@ def _run_exists_as_flags() -> Iterator[None]:
 def describe_settings(info: dict[str, Any]) -> str:
     """``redis at redis://***@host:6379/0; ttl 3600 s, max 1000 events per run, pool 10``."""
     where = backend_location(info)
+    if info.get("topology") not in (None, "one server"):
+        where += f" ({info['topology']})"  # a cluster or a Sentinel-managed master
     parts = []
     if "stream_ttl_seconds" in info:
         parts.append(f"ttl {info['stream_ttl_seconds']} s")
@@ -240,7 +242,9 @@ class StreamMagics(Magics):
     )
     @argument(
         "--url",
-        help="Redis URL, e.g. redis://:password@localhost:6379/0 "
+        help="Redis URL, e.g. redis://:password@localhost:6379/0, a cluster "
+        "redis+cluster://h1:7000,h2:7000/ or a Sentinel-managed master "
+        "redis+sentinel://h1:26379,h2:26379/mymaster/0 "
         "(default: StreamMagics.redis_url, which is ${REDIS_URL}).",
     )
     @argument(
@@ -276,6 +280,8 @@ class StreamMagics(Magics):
             %stream_backend                        # show the active backend
             %stream_backend memory --max-events 5000
             %stream_backend redis --url redis://localhost:6379/0 --ttl 7200
+            %stream_backend redis --url redis+cluster://10.0.0.1:7000,10.0.0.2:7000/
+            %stream_backend redis --url redis+sentinel://10.0.0.5:26379/mymaster/0
             %stream_backend --dockfile Dockfile.yaml
 
         The new backend is validated and connected (PING) at once; on failure the previous one
