@@ -83,20 +83,26 @@ async def test_a_cluster_url_builds_the_cluster_backend_with_the_same_settings(
         await backend.close()
 
 
-async def test_the_stream_keeps_dockrions_name_and_the_counter_sits_in_its_slot(
+async def test_the_stream_keeps_dockrions_name_and_counter_and_state_sit_in_its_slot(
     backend: RedisBackend, run: str, cluster_url: str
 ) -> None:
+    from dockrion_nb import RunManager
+
     bus = EventBus(backend)
+    await RunManager(bus, agent_name="a").create_run(run)
     await bus.publish_many(run, tokens(run, 3))
     raw = raw_cluster(cluster_url)
     try:
         stream, counter = f"stream:run:{run}", f"seq:run:{{stream:run:{run}}}"
+        state = f"runstate:run:{{stream:run:{run}}}"
         entries = await raw.xrange(stream)
         assert [fields[b"sequence"] for _, fields in entries] == [b"1", b"2", b"3"]
         assert sorted(entries[0][1]) == [b"data", b"sequence", b"type"]
         assert await raw.get(counter) == b"3"
-        assert raw.keyslot(counter) == raw.keyslot(stream) == key_slot(stream)
-        assert 0 < await raw.ttl(counter) <= 600 and 0 < await raw.ttl(stream) <= 600
+        assert (await raw.hgetall(state))[b"status"] == b"accepted"
+        assert raw.keyslot(counter) == raw.keyslot(state) == raw.keyslot(stream) == key_slot(stream)
+        for key in (stream, counter, state):  # the append script renews all three
+            assert 0 < await raw.ttl(key) <= 600
     finally:
         await raw.aclose()
 

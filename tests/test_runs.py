@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import redis
-from conftest import redis_cleanup
+from conftest import URL_FIXTURES, redis_cleanup
 
 from dockrion_nb import EventBus, InMemoryBackend, Run, RunManager, RunStatus
 from dockrion_nb.backends.redis import RedisBackend
@@ -22,11 +22,12 @@ from dockrion_nb.tables import RunTable
 Factory = Callable[..., EventBus]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster", "sentinel"])
 async def make_bus(request: pytest.FixtureRequest) -> AsyncIterator[Factory]:
-    """Buses on one store: one memory backend, or new Redis backends on one server."""
+    """Buses on one store: one memory backend, or new Redis backends on one server, a local
+    cluster or a Sentinel-managed master."""
     kind = request.param
-    url = request.getfixturevalue("redis_url") if kind == "redis" else None
+    url = request.getfixturevalue(URL_FIXTURES[kind]) if kind != "memory" else None
     memory = InMemoryBackend()
     buses: list[EventBus] = []
 

@@ -54,7 +54,8 @@ class Appender:
         # so a server that restarts without persistence (and so forgets the run) does not
         # number anew under followers that have already seen those sequences.
         self._floors: dict[str, int] = {}
-        # Each run's key names (stream, counter, run state), channel and publish command (the backend's layout), made once.
+        # Each run's key names (stream, counter, run state), channel and publish command, from
+        # the backend's layout, made once.
         self._names: dict[str, tuple[str, str, str, str, str]] = {}
 
     async def append(
