@@ -37,6 +37,25 @@ def ipython() -> Any:
     return shell
 
 
+@pytest.fixture
+def magics_shell(ipython: Any) -> Iterator[Any]:
+    """The session's shell with the extension loaded, the magics' settings at their defaults
+    (other modules' tests change them) and a fresh engine; unloaded afterwards."""
+    from dockrion_nb.engine import reset_engine
+    from dockrion_nb.magics import StreamMagics
+
+    ipython.run_line_magic("load_ext", "dockrion_nb")
+    magics = ipython.magics_manager.registry["StreamMagics"]
+    for name in StreamMagics.class_traits(config=True):
+        magics.set_trait(name, StreamMagics.class_traits()[name].default_value)
+    reset_engine()
+    try:
+        yield ipython
+    finally:
+        reset_engine()
+        ipython.run_line_magic("unload_ext", "dockrion_nb")
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """``REDIS_URL`` when set (CI: the machine's Redis), else a private server for the session."""

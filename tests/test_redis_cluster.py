@@ -401,19 +401,13 @@ async def test_a_follower_keeps_following_while_the_runs_slot_moves(
 
 
 def test_stream_backend_takes_a_cluster_url_and_shows_it_masked(
-    ipython: Any, cluster_url: str, capsys: pytest.CaptureFixture[str]
+    magics_shell: Any, cluster_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dockrion_nb.engine import reset_engine
-
-    ipython.run_line_magic("load_ext", "dockrion_nb")
-    try:
-        ipython.run_line_magic("stream_backend", f"redis --url {cluster_url} --ttl 7200")
-        capsys.readouterr()
-        ipython.run_line_magic("stream_backend", "")
-        shown = capsys.readouterr().out
-        assert "redis at redis+cluster://***@127.0.0.1:" in shown
-        assert "/ (cluster, sharded Pub/Sub); ttl 7200 s" in shown
-        assert "cluster-pw-7" not in shown
-    finally:
-        reset_engine()
-        ipython.run_line_magic("unload_ext", "dockrion_nb")
+    ipython = magics_shell
+    ipython.run_line_magic("stream_backend", f"redis --url {cluster_url} --ttl 7200")
+    capsys.readouterr()
+    ipython.run_line_magic("stream_backend", "")
+    shown = capsys.readouterr().out
+    assert "redis at redis+cluster://***@127.0.0.1:" in shown
+    assert "/ (cluster, sharded Pub/Sub); ttl 7200 s" in shown
+    assert "cluster-pw-7" not in shown

@@ -155,17 +155,11 @@ async def test_a_frozen_master_is_left_when_the_sentinels_announce_the_switch(
 
 
 def test_stream_backend_takes_a_sentinel_url(
-    ipython: Any, sentinel_url: str, capsys: pytest.CaptureFixture[str]
+    magics_shell: Any, sentinel_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dockrion_nb.engine import reset_engine
-
-    ipython.run_line_magic("load_ext", "dockrion_nb")
-    try:
-        ipython.run_line_magic("stream_backend", f"redis --url {sentinel_url}")
-        capsys.readouterr()
-        ipython.run_line_magic("stream_backend", "")
-        shown = capsys.readouterr().out
-        assert f"redis at {sentinel_url} (sentinel, service 'dnbmaster'); ttl 3600 s" in shown
-    finally:
-        reset_engine()
-        ipython.run_line_magic("unload_ext", "dockrion_nb")
+    ipython = magics_shell
+    ipython.run_line_magic("stream_backend", f"redis --url {sentinel_url}")
+    capsys.readouterr()
+    ipython.run_line_magic("stream_backend", "")
+    shown = capsys.readouterr().out
+    assert f"redis at {sentinel_url} (sentinel, service 'dnbmaster'); ttl 3600 s" in shown
