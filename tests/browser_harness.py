@@ -169,6 +169,7 @@ def default_state(run_id: str = "run-x", **extra: Any) -> dict[str, Any]:
         "max_events": None,
         "latency_seconds": None,
         "can_cancel": False,
+        "snapshot": None,
     }
     state.update(extra)
     return state
