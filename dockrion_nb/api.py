@@ -2,8 +2,8 @@
 
 The magics and the CLI are thin doors onto these functions, so scripts and notebook front ends
 without IPython magics get the same behaviour: ``use_backend``, ``publish``, ``trace``,
-``watch``, ``replay`` and ``runs``. Functions here are synchronous and run their I/O on the
-engine's loop; ``trace`` also works as an ``async with`` block.
+``watch``, ``replay``, ``compare`` and ``runs``. Functions here are synchronous and run their
+I/O on the engine's loop; ``trace`` also works as an ``async with`` block.
 
 The verbs stay thin: options become a config in ``backend_options``, stored events are chosen
 in ``selection``, shown by ``tables`` (or the ``widget``), typed events are parsed in
@@ -32,6 +32,7 @@ from .terminal import follow_run as follow_run
 from .tracing import RunExistsError, Trace, TraceMode, jsonable, output_of
 
 if TYPE_CHECKING:
+    from .comparison import CompareView
     from .widget import RunView
 
 ReplayView = Literal["widget", "table", "json", "df", "events"]
@@ -217,6 +218,26 @@ def replay(
     return view
 
 
+def compare(
+    *run_ids: str,
+    live: bool = True,
+    max_events: int | None = None,
+    display: bool = True,
+    engine: Engine | None = None,
+) -> CompareView:
+    """Two or more runs side by side (``compare("run-a", "run-b")``): outputs, step waterfalls
+    on one time axis, tokens, time to first token, latency, errors and a diff of the final
+    outputs. Stored runs and live ones alike; shown at once when ``display`` is true."""
+    from .comparison import CompareView
+
+    if len(run_ids) == 1 and not isinstance(run_ids[0], str):
+        run_ids = tuple(run_ids[0])  # compare(["a", "b"]) works too
+    view = CompareView(run_ids, live=live, max_events=max_events, engine=engine or get_engine())
+    if display:
+        _display(view)
+    return view
+
+
 def runs(pattern: str | None = None, *, engine: Engine | None = None) -> RunTable:
     """The runs the active backend holds (``pattern`` is a glob on the run id), with the
     status ``RunManager`` recorded for each (on Redis, by any process)."""
@@ -303,6 +324,7 @@ __all__ = [
     "build_config",
     "cancel_server_run",
     "check_types",
+    "compare",
     "jsonable",
     "no_events",
     "output_of",

@@ -1,5 +1,5 @@
 """IPython magics: ``%stream_backend``, ``%%publish``, ``%publish``, ``%replay``, ``%watch``,
-``%runs``, and ``%dockrion`` for runs on a Dockrion server.
+``%compare``, ``%runs``, and ``%dockrion`` for runs on a Dockrion server.
 
 Thin on purpose: argument parsing, display and one-line errors here; the work is done by the
 functions in ``dockrion_nb.api``, which scripts can call without magics. Defaults are traitlets
@@ -622,6 +622,31 @@ class StreamMagics(Magics):
             )
 
     @magic_arguments()
+    @argument("run_ids", nargs="+", metavar="RUN_ID", help="Two or more runs to compare.")
+    @argument(
+        "--no-live",
+        dest="live",
+        action="store_false",
+        help="Stop after the stored events (default: follow runs still going).",
+    )
+    @argument("--max-events", type=int, metavar="N", help="Keep at most N events per run.")
+    @line_magic
+    def compare(self, line: str) -> None:
+        """Show two or more runs side by side: outputs, step waterfalls on one time axis,
+        tokens, time to first token, latency, errors, and a diff of the final outputs::
+
+            %compare run-a run-b
+            %compare baseline-1 candidate-1 candidate-2 --no-live
+
+        Works on stored runs and on live ones. ``dockrion_nb.compare(...)`` returns the view.
+        """
+        args = parse_argstring(self.compare, line)
+        with user_errors():
+            api.compare(
+                *args.run_ids, live=args.live, max_events=args.max_events, engine=get_engine()
+            )
+
+    @magic_arguments()
     @argument("pattern", nargs="?", help="Glob on the run id, e.g. 'demo-*'.")
     @line_magic
     def runs(self, line: str) -> Any:
@@ -775,7 +800,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, StreamMagics)]
     for kind in ("line", "cell"):
         table = ipython.magics_manager.magics[kind]
-        for name in ("stream_backend", "publish", "replay", "watch", "runs", "dockrion"):
+        for name in ("stream_backend", "publish", "replay", "watch", "runs", "dockrion", "compare"):
             owner = getattr(table.get(name), "__self__", None)
             if isinstance(owner, StreamMagics | ServerMagics):
                 del table[name]

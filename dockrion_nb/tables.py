@@ -68,7 +68,8 @@ def _html_table(caption: str, header: Sequence[str], rows: Iterable[Sequence[Any
     )
 
 
-def _text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Aligned plain text, every cell left-aligned and terminal-safe."""
     cells = [[safe_text(str(c)) for c in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
@@ -93,7 +94,7 @@ class EventTable(list[BaseEvent]):
         return _html_table(self.title, self.header, self.rows())
 
     def __repr__(self) -> str:
-        body = _text_table(self.header, self.rows())
+        body = text_table(self.header, self.rows())
         return f"{self.title}\n{body}" if self.title else body
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
@@ -151,7 +152,7 @@ class RunTable(list[RunSummary]):
     def __repr__(self) -> str:
         if not self:
             return f"no runs on {self.location}"
-        return f"{self.caption}\n{_text_table(self.header, self.rows())}"
+        return f"{self.caption}\n{text_table(self.header, self.rows())}"
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(repr(self))

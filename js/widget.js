@@ -1676,11 +1676,366 @@ function placeBars(rows, firstTs, lastTs, memo, axis) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Comparing runs (dockrion_nb.compare.CompareView): one store per run, fed by one model
+// ---------------------------------------------------------------------------------------------
+
+const DIFF_CELLS = 2_500_000; // word-diff table size past which the diff works line by line
+const CMP_STEP_ROWS = 100; // waterfall rows per run
+
+/**
+ * The kernel sends {kind: "compare", parts: [{run: i, msg}]}: each msg is what a RunView
+ * would send for run i. Each run's store reads its state from the `runs` trait's i-th entry
+ * and asks for missed events with {kind: "replay", run: i, after}.
+ */
+class CompareStore {
+  /** @param {Model} model */
+  constructor(model) {
+    this.model = model;
+    /** @type {RunStore[]} */
+    this.stores = [];
+    /** @type {Set<() => void>} */
+    this.listeners = new Set();
+    this.version = 0;
+    this.sync();
+  }
+
+  /** One store per run in the `runs` trait. */
+  sync() {
+    const runs = this.model.get("runs");
+    const n = Array.isArray(runs) ? runs.length : 0;
+    while (this.stores.length < n) {
+      const i = this.stores.length;
+      const model = this.model;
+      /** @type {Model} */
+      const adapter = {
+        get: (name) => {
+          const all = model.get("runs");
+          return Array.isArray(all) && all[i] && typeof all[i] === "object" ? all[i][name] : undefined;
+        },
+        send: (content) => model.send({ ...content, run: i }),
+        on: () => {},
+        off: () => {},
+      };
+      this.stores.push(new RunStore(adapter));
+    }
+    for (const s of this.stores) if (s.requested === null) s.checkChain();
+  }
+
+  /** @param {any} msg */
+  handle(msg) {
+    if (!msg || msg.kind !== "compare" || !Array.isArray(msg.parts)) return;
+    this.sync();
+    for (const part of msg.parts) {
+      const i = num(part && part.run);
+      if (i >= 0 && i < this.stores.length) this.stores[i].handle(part.msg);
+    }
+    this.notify();
+  }
+
+  /** @param {() => void} fn */
+  subscribe(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  notify() {
+    this.version++;
+    for (const fn of this.listeners) fn();
+  }
+}
+
+/** @type {WeakMap<object, Map<string, CompareStore>>} */
+const COMPARE_STORES = new WeakMap();
+
+/** @param {Model} model */
+function compareStoreFor(model) {
+  const scope = /** @type {any} */ (model).widget_manager ?? NO_MANAGER;
+  let stores = COMPARE_STORES.get(scope);
+  if (!stores) COMPARE_STORES.set(scope, (stores = new Map()));
+  const key = str(model.get("_store_key"));
+  let store = stores.get(key);
+  if (!store) stores.set(key, (store = new CompareStore(model)));
+  return store;
+}
+
+/**
+ * A word diff of two texts (whitespace kept), bounded: a common prefix and suffix are cut
+ * first, and past DIFF_CELLS the middle is compared line by line.
+ * @param {string} a @param {string} b
+ * @returns {{op: "same" | "del" | "ins", text: string}[]}
+ */
+function diffTexts(a, b) {
+  let parts = [a.split(/(\s+)/), b.split(/(\s+)/)];
+  if (parts[0].length * parts[1].length > DIFF_CELLS * 4) parts = [a.split(/(\n)/), b.split(/(\n)/)];
+  const [x, y] = parts;
+  let p = 0;
+  while (p < x.length && p < y.length && x[p] === y[p]) p++;
+  let q = 0;
+  while (q < x.length - p && q < y.length - p && x[x.length - 1 - q] === y[y.length - 1 - q]) q++;
+  /** @type {{op: "same" | "del" | "ins", text: string}[]} */
+  const out = [];
+  /** @param {"same" | "del" | "ins"} op @param {string} text */
+  const push = (op, text) => {
+    if (!text) return;
+    const last = out[out.length - 1];
+    if (last && last.op === op) last.text += text;
+    else out.push({ op, text });
+  };
+  push("same", x.slice(0, p).join(""));
+  const xm = x.slice(p, x.length - q);
+  const ym = y.slice(p, y.length - q);
+  const n = xm.length;
+  const m = ym.length;
+  if (n * m > DIFF_CELLS) {
+    push("del", xm.join(""));
+    push("ins", ym.join(""));
+  } else {
+    // longest common subsequence, then walk it
+    const w = m + 1;
+    const t = new Uint32Array((n + 1) * w);
+    for (let i = n - 1; i >= 0; i--) {
+      for (let j = m - 1; j >= 0; j--) {
+        t[i * w + j] = xm[i] === ym[j] ? t[(i + 1) * w + j + 1] + 1 : Math.max(t[(i + 1) * w + j], t[i * w + j + 1]);
+      }
+    }
+    let i = 0;
+    let j = 0;
+    while (i < n && j < m) {
+      if (xm[i] === ym[j]) {
+        push("same", xm[i]);
+        i++;
+        j++;
+      } else if (t[(i + 1) * w + j] >= t[i * w + j + 1]) {
+        push("del", xm[i++]);
+      } else {
+        push("ins", ym[j++]);
+      }
+    }
+    while (i < n) push("del", xm[i++]);
+    while (j < m) push("ins", ym[j++]);
+  }
+  push("same", x.slice(x.length - q).join(""));
+  return out;
+}
+
+class CompareUI {
+  /** @param {Model} model @param {HTMLElement} el @param {CompareStore} cs */
+  constructor(model, el, cs) {
+    this.model = model;
+    this.cs = cs;
+    this.el = el;
+    this.frame = 0;
+    /** @type {(RunState | null)[]} */
+    this.states = [];
+    /** @type {Map<string, {a: string, b: string, parts: {op: string, text: string}[]}>} */
+    this.diffCache = new Map();
+    this.stats = { draws: 0, drawMs: 0 };
+    this.root = h("div", "drnb-root drnb-compare");
+    /** @type {any} */ (this.root).__drnbView = this;
+    this.el.replaceChildren(this.root);
+    this.unsubscribe = cs.subscribe(() => this.schedule());
+    this.onRuns = () => {
+      cs.sync();
+      this.schedule();
+    };
+    model.on("change:runs", this.onRuns);
+    this.ticker = setInterval(() => this.schedule(), 1000);
+    this.draw();
+  }
+
+  destroy() {
+    this.unsubscribe();
+    this.model.off("change:runs", this.onRuns);
+    clearInterval(this.ticker);
+    if (this.frame) cancelAnimationFrame(this.frame);
+  }
+
+  schedule() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      this.draw();
+    });
+  }
+
+  draw() {
+    const t0 = performance.now();
+    const runs = Array.isArray(this.model.get("runs")) ? this.model.get("runs") : [];
+    const stores = this.cs.stores;
+    this.states = stores.map((s, i) => latestState(s, this.states[i] ?? null));
+    const head = h("div", "drnb-header");
+    head.append(h("span", "drnb-title", `Comparing ${stores.length} runs`));
+    this.root.replaceChildren(head, this.table(runs), this.outputs(runs), this.waterfall(runs), this.diffs(runs));
+    this.root.dataset.events = String(stores.reduce((n, s) => n + s.records.length, 0));
+    this.stats.draws++;
+    this.stats.drawMs += performance.now() - t0;
+  }
+
+  /** @param {any[]} runs @param {number} i */
+  runId(runs, i) {
+    return str(runs[i] && runs[i].run_id);
+  }
+
+  /** @param {any[]} runs */
+  table(runs) {
+    const table = h("table", "drnb-cmp-table");
+    const thead = h("thead");
+    const hr = h("tr");
+    hr.append(h("th", "", ""));
+    this.states.forEach((_, i) => hr.append(h("th", "drnb-cmp-run", this.runId(runs, i))));
+    thead.append(hr);
+    const body = h("tbody");
+    /** @type {[string, string, (st: RunState, i: number) => string][]} */
+    const metrics = [
+      ["status", "status", (st, i) => st.status(this.cs.stores[i].model)],
+      ["events", "events", (st) => String(st.records.length)],
+      ["latency", "latency", (st) => {
+        const l = st.terminal ? num(st.terminal.data.latency_seconds) : NaN;
+        const ms = !Number.isNaN(l) ? l * 1000 : st.terminal ? st.lastTs - st.firstTs : NaN;
+        return Number.isFinite(ms) ? fmtDuration(ms) : "–";
+      }],
+      ["ttft", "time to first token", (st) => {
+        const v = st.timeToFirstToken();
+        return Number.isFinite(v) ? fmtDuration(v) : "–";
+      }],
+      ["tokens", "tokens streamed", (st) => String(st.tokenCount)],
+      ["rate", "tokens/s", (st) => {
+        const v = st.tokensPerSecond();
+        return Number.isFinite(v) ? v.toFixed(1) : "–";
+      }],
+      ["usage", "LLM tokens in / out", (st) => (st.usage.calls ? `${st.usage.input} / ${st.usage.output}` : "–")],
+      ["steps", "steps", (st) => String(st.steps.length)],
+      ["errors", "errors", (st) => {
+        const errs = st.boxes.filter((r) => r.type === "error");
+        const failed = st.steps.filter((r) => r.data.status === "error").length;
+        const parts = errs.map((r) => `${str(r.data.code)}: ${str(r.data.error)}`);
+        if (failed) parts.push(`${failed} failed step${failed === 1 ? "" : "s"}`);
+        return parts.length ? clip(parts.join("; "), 200) : "none";
+      }],
+    ];
+    for (const [key, label, fn] of metrics) {
+      const tr = h("tr");
+      tr.dataset.metric = key;
+      tr.append(h("th", "drnb-cmp-metric", label));
+      this.states.forEach((st, i) => {
+        const td = h("td", "", st ? fn(st, i) : "–");
+        if (key === "status" && st) td.dataset.status = td.textContent || "";
+        tr.append(td);
+      });
+      body.append(tr);
+    }
+    table.append(thead, body);
+    return table;
+  }
+
+  /** @param {any[]} runs */
+  outputs(runs) {
+    const sec = h("section", "drnb-section drnb-cmp-outputs");
+    sec.append(h("div", "drnb-title", "Outputs"));
+    const grid = h("div", "drnb-cmp-grid");
+    grid.style.gridTemplateColumns = `repeat(${Math.max(1, this.states.length)}, minmax(220px, 1fr))`;
+    this.states.forEach((st, i) => {
+      const col = h("div", "drnb-cmp-col");
+      col.dataset.run = this.runId(runs, i);
+      col.append(h("div", "drnb-run", this.runId(runs, i)));
+      const text = st ? st.outputText() : "";
+      const err = st && st.terminal && st.terminal.type === "error" ? str(st.terminal.data.error) : "";
+      const box = h("div", "drnb-token-text drnb-cmp-output", text || (err ? `error: ${err}` : "(no output yet)"));
+      col.append(box);
+      grid.append(col);
+      requestAnimationFrame(() => (box.scrollTop = box.scrollHeight)); // newest text in view
+    });
+    sec.append(grid);
+    return sec;
+  }
+
+  /** Every run's steps on one time axis: each from its own start, the longest run sets the span. @param {any[]} runs */
+  waterfall(runs) {
+    const sec = h("section", "drnb-section drnb-steps drnb-cmp-steps");
+    sec.append(h("div", "drnb-title", "Steps (one time axis, from each run's start)"));
+    /** @type {{rows: {rec: Rec, bar: HTMLElement}[], origin: number}[]} */
+    const groups = [];
+    let span = 1;
+    this.states.forEach((st, i) => {
+      if (!st) return;
+      const steps = st.steps.slice(-CMP_STEP_ROWS);
+      const group = h("div", "drnb-cmp-step-group");
+      group.dataset.run = this.runId(runs, i);
+      group.append(h("div", "drnb-run", `${this.runId(runs, i)}${steps.length ? "" : " (no steps)"}`));
+      /** @type {{rec: Rec, bar: HTMLElement}[]} */
+      const rows = [];
+      for (const r of steps) {
+        const row = h("div", "drnb-step-row");
+        if (r.data.status === "error") row.dataset.status = "error";
+        const track = h("span", "drnb-step-track");
+        const bar = h("span", "drnb-step-bar");
+        track.append(bar);
+        const ms = num(r.data.duration_ms);
+        row.append(h("span", "drnb-step-name", str(r.data.node_name)), track,
+          h("span", "drnb-step-dur", Number.isNaN(ms) ? "–" : fmtDuration(ms)), h("span", "drnb-step-keys", ""));
+        group.append(row);
+        rows.push({ rec: r, bar });
+      }
+      const axis = waterfallAxis(rows, st.started ? st.started.ts : st.firstTs, st.lastTs);
+      span = Math.max(span, axis.span);
+      groups.push({ rows, origin: axis.origin });
+      sec.append(group);
+    });
+    for (const g of groups) placeBars(g.rows, NaN, NaN, { stepSpan: "" }, { origin: g.origin, span });
+    sec.append(h("div", "drnb-muted drnb-cmp-axis", `axis: 0 – ${fmtDuration(span)}`));
+    return sec;
+  }
+
+  /** The first run's final output against each other run's. @param {any[]} runs */
+  diffs(runs) {
+    const sec = h("section", "drnb-section drnb-cmp-diff");
+    sec.append(h("div", "drnb-title", "Output diff"));
+    const base = this.states[0];
+    if (!base || this.states.length < 2) return sec;
+    for (let k = 1; k < this.states.length; k++) {
+      const other = this.states[k];
+      if (!other) continue;
+      const a = base.outputText();
+      const b = other.outputText();
+      const block = h("div", "drnb-diff");
+      block.dataset.pair = `0-${k}`;
+      block.append(h("div", "drnb-muted", `${this.runId(runs, 0)} → ${this.runId(runs, k)}`));
+      const pre = h("div", "drnb-diff-text");
+      if (a === b) {
+        pre.append(h("span", "drnb-diff-same", a ? "(identical)" : "(no output)"));
+      } else {
+        const key = `${k}`;
+        const cached = this.diffCache.get(key);
+        const parts = cached && cached.a === a && cached.b === b ? cached.parts : diffTexts(a, b);
+        this.diffCache.set(key, { a, b, parts });
+        for (const part of parts) {
+          pre.append(part.op === "same" ? document.createTextNode(part.text)
+            : h(part.op === "del" ? "del" : "ins", `drnb-diff-${part.op}`, part.text));
+        }
+      }
+      block.append(pre);
+      sec.append(block);
+    }
+    return sec;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // anywidget entry points
 // ---------------------------------------------------------------------------------------------
 
+/** @param {Model} model */
+const isCompare = (model) => str(model.get("_kind")) === "compare";
+
 /** @param {{model: Model}} ctx */
 function initialize({ model }) {
+  if (isCompare(model)) {
+    const cs = compareStoreFor(model);
+    /** @param {any} msg */
+    const onCompareMsg = (msg) => cs.handle(msg);
+    model.on("msg:custom", onCompareMsg);
+    return () => model.off("msg:custom", onCompareMsg);
+  }
   const store = storeFor(model);
   /** @param {any} msg */
   const onMsg = (msg) => store.handle(msg);
@@ -1700,9 +2055,13 @@ function initialize({ model }) {
 
 /** @param {{model: Model, el: HTMLElement}} ctx */
 function render({ model, el }) {
+  if (isCompare(model)) {
+    const ui = new CompareUI(model, el, compareStoreFor(model));
+    return () => ui.destroy();
+  }
   const view = new RunViewUI(model, el, storeFor(model));
   return () => view.destroy();
 }
 
 export default { initialize, render };
-export { RunStore, RunState, summarize };
+export { RunStore, RunState, diffTexts, summarize };

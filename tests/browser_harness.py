@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dockrion_nb.comparison import CompareView
 from dockrion_nb.widget import RunView
 
 CHROMIUM = "/usr/bin/chromium"
@@ -136,6 +137,21 @@ def browser_page(viewport: tuple[int, int] = (1200, 1400)) -> Iterator[Any]:
         yield context.pages[0] if context.pages else context.new_page()
 
 
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+UPDATE_SHOTS = os.environ.get("DOCKRION_NB_UPDATE_SCREENSHOT") == "1"
+
+
+def save_shot(locator: Any, name: str) -> Path:
+    """A screenshot of ``locator`` for the docs: ``docs/<name>`` when it is missing or when
+    ``DOCKRION_NB_UPDATE_SCREENSHOT=1`` (so a test run leaves no changed binary behind), else a
+    scratch file. Returns where it went."""
+    target = DOCS / name
+    if target.exists() and not UPDATE_SHOTS:
+        target = Path(tempfile.mkdtemp(prefix="drnb-shot-")) / name
+    locator.screenshot(path=str(target))
+    return target
+
+
 def open_harness(page: Any, url: str) -> list[str]:
     """Load the harness page; returns the list that collects console errors and page errors."""
     errors: list[str] = []
@@ -210,8 +226,33 @@ class ForwardingRunView(RunView):
         self.outbox.put(("msg", payload, None))
 
 
+class ForwardingCompareView(CompareView):
+    """A ``CompareView`` whose messages and ``runs`` changes go, in order, to ``self.outbox``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.outbox: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
+        super().__init__(*args, **kwargs)
+        self.initial = {
+            "_kind": "compare",
+            "_store_key": self._store_key,
+            "run_ids": list(self.run_ids),
+            "runs": list(self.runs),
+        }
+        self.observe(self._forward_trait, names=["runs"])
+
+    def _forward_trait(self, change: Any) -> None:
+        self.outbox.put(("set", change["name"], change["new"]))
+
+    def _emit(self, payload: dict[str, Any]) -> None:
+        self.outbox.put(("msg", payload, None))
+
+
 def pump_outbox(
-    page: Any, model_id: int, view: ForwardingRunView, until: Any, timeout: float = 60.0
+    page: Any,
+    model_id: int,
+    view: ForwardingRunView | ForwardingCompareView,
+    until: Any,
+    timeout: float = 60.0,
 ) -> int:
     """Carry ``view.outbox`` to the page (in order, a few operations per call) until
     ``until()`` is true with nothing left to carry; answers the page's replay requests.
