@@ -31,13 +31,12 @@ const BOX_ROWS = 20; // error/cancel/gap boxes kept in the DOM
 const SUMMARY_MAX = 200;
 
 /**
- * Stores by widget manager (one per kernel connection), then by the widget's `_store_key`.
- * anywidget hands `initialize` and each `render` a different proxy of the same model, so the
- * proxy itself cannot be the key.
- * @type {WeakMap<object, Map<string, RunStore>>}
+ * Stores by the widget's `_store_key` (a random id the kernel gives each widget). anywidget
+ * hands `initialize` and each `render` a different proxy of the same model, and some hosts
+ * (marimo) a different `widget_manager` proxy too, so neither can be the key.
+ * @type {Map<string, RunStore>}
  */
-const STORES = new WeakMap();
-const NO_MANAGER = {};
+const STORES = new Map();
 /** @type {WeakMap<Model, RunStore>} fallback for a model without a `_store_key` */
 const BY_MODEL = new WeakMap();
 
@@ -652,19 +651,15 @@ function storeFor(model) {
     if (!store) BY_MODEL.set(model, (store = new RunStore(model)));
     return store;
   }
-  const scope = /** @type {any} */ (model).widget_manager ?? NO_MANAGER;
-  let stores = STORES.get(scope);
-  if (!stores) STORES.set(scope, (stores = new Map()));
-  let store = stores.get(key);
-  if (!store) stores.set(key, (store = new RunStore(model)));
+  let store = STORES.get(key);
+  if (!store) STORES.set(key, (store = new RunStore(model)));
   return store;
 }
 
 /** @param {Model} model */
 function dropStore(model) {
   const key = str(model.get("_store_key"));
-  const stores = STORES.get(/** @type {any} */ (model).widget_manager ?? NO_MANAGER);
-  if (key && stores) stores.delete(key);
+  if (key) STORES.delete(key);
   BY_MODEL.delete(model);
 }
 
@@ -1744,17 +1739,14 @@ class CompareStore {
   }
 }
 
-/** @type {WeakMap<object, Map<string, CompareStore>>} */
-const COMPARE_STORES = new WeakMap();
+/** @type {Map<string, CompareStore>} by `_store_key`, as the run stores */
+const COMPARE_STORES = new Map();
 
 /** @param {Model} model */
 function compareStoreFor(model) {
-  const scope = /** @type {any} */ (model).widget_manager ?? NO_MANAGER;
-  let stores = COMPARE_STORES.get(scope);
-  if (!stores) COMPARE_STORES.set(scope, (stores = new Map()));
   const key = str(model.get("_store_key"));
-  let store = stores.get(key);
-  if (!store) stores.set(key, (store = new CompareStore(model)));
+  let store = COMPARE_STORES.get(key);
+  if (!store) COMPARE_STORES.set(key, (store = new CompareStore(model)));
   return store;
 }
 
@@ -2034,7 +2026,10 @@ function initialize({ model }) {
     /** @param {any} msg */
     const onCompareMsg = (msg) => cs.handle(msg);
     model.on("msg:custom", onCompareMsg);
-    return () => model.off("msg:custom", onCompareMsg);
+    return () => {
+      model.off("msg:custom", onCompareMsg);
+      COMPARE_STORES.delete(str(model.get("_store_key")));
+    };
   }
   const store = storeFor(model);
   /** @param {any} msg */

@@ -338,13 +338,22 @@ def lab_env(work: Path) -> dict[str, str]:
 @contextlib.contextmanager
 def jupyter_lab(work: Path, root_dir: Path) -> Iterator[str]:
     """A JupyterLab server on 127.0.0.1 for ``root_dir``; yields its base URL. Stopped by PID."""
+    with jupyter_server(work, root_dir, "lab") as base:
+        yield base
+
+
+@contextlib.contextmanager
+def jupyter_server(work: Path, root_dir: Path, app: str = "lab") -> Iterator[str]:
+    """``jupyter lab`` or ``jupyter notebook`` (Notebook 7) on 127.0.0.1 for ``root_dir``, with
+    a token; yields its base URL. Stopped by PID."""
     import subprocess
     import urllib.request
 
     port = free_port()
+    config = "LabApp" if app == "lab" else "JupyterNotebookApp"
     cmd = [
         str(Path(sys.executable).parent / "jupyter"),
-        "lab",
+        app,
         "--no-browser",
         "--allow-root",
         f"--IdentityProvider.token={LAB_TOKEN}",
@@ -352,12 +361,15 @@ def jupyter_lab(work: Path, root_dir: Path) -> Iterator[str]:
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={root_dir}",
-        f"--LabApp.workspaces_dir={work / 'jupyter' / 'workspaces'}",
-        f"--LabApp.user_settings_dir={work / 'jupyter' / 'settings'}",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.news_url=None",
+        f"--{config}.workspaces_dir={work / 'jupyter' / 'workspaces'}",
+        f"--{config}.user_settings_dir={work / 'jupyter' / 'settings'}",
     ]
-    log = open(work / "lab.log", "w")  # noqa: SIM115 (closed below)
+    if app == "lab":
+        cmd += [
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.news_url=None",
+        ]
+    log = open(work / f"{app}.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, env=lab_env(work), start_new_session=True
     )
@@ -366,12 +378,12 @@ def jupyter_lab(work: Path, root_dir: Path) -> Iterator[str]:
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited with {proc.returncode}; see {log.name}")
+                raise RuntimeError(f"jupyter {app} exited with {proc.returncode}; see {log.name}")
             with contextlib.suppress(Exception), urllib.request.urlopen(status, timeout=1) as r:
                 if r.status == 200:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError("jupyter lab did not answer within 90 s")
+                raise RuntimeError(f"jupyter {app} did not answer within 90 s")
             time.sleep(0.1)
         yield f"http://127.0.0.1:{port}"
     finally:
