@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from .backend_options import build_config
@@ -119,7 +120,7 @@ def watch(
 
     validate_run_id(run_id)
     if from_sequence < 1:
-        raise ValueError(f"--from must be 1 or more, not {from_sequence}")
+        raise ValueError(f"from_sequence must be 1 or more, not {from_sequence}")
     eng = engine or get_engine()
     source = None
     if server is not None:
@@ -202,12 +203,14 @@ def replay(
     events = select_events(run_id, from_sequence=from_sequence, last=last, types=wanted, engine=eng)
     if as_ == "events":
         return events
-    if as_ == "table":
-        return EventTable(events, f"run {run_id}: {len(events)} events on {eng.location()}")
     if as_ == "json":
         return EventJSON(events)
+    start = _run_start(run_id, events, eng)
+    if as_ == "table":
+        title = f"run {run_id}: {len(events)} events on {eng.location()}"
+        return EventTable(events, title, run_start=start)
     if as_ == "df":
-        return to_dataframe(events)
+        return to_dataframe(events, run_start=start)
     from .widget import RunView
 
     first = next((e.sequence for e in events if e.sequence), from_sequence)
@@ -236,6 +239,21 @@ def compare(
     if display:
         _display(view)
     return view
+
+
+def _run_start(run_id: str, events: list[BaseEvent], engine: Engine) -> datetime | None:
+    """When the run began (its first stored event), so tables and frames count time from
+    there even when they show only its end (``last``, ``from_sequence``)."""
+    if not events or events[0].sequence <= 1:
+        return events[0].timestamp if events else None
+    found = engine.run(engine.bus.list_runs(run_id))
+    first = found[0].first_timestamp if found else None
+    if isinstance(first, str):
+        try:
+            return datetime.fromisoformat(first)
+        except ValueError:
+            return None
+    return first if isinstance(first, datetime) else None
 
 
 def runs(pattern: str | None = None, *, engine: Engine | None = None) -> RunTable:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import BaseEvent, summarize
+from .events import BaseEvent, clip, summarize
 
 OUTPUT_CHARS = 4000
 """Output text shown in the static view; longer outputs keep their end ("…" marks the cut)."""
@@ -164,7 +164,7 @@ def run_html(run_id: str, backend: str, status: str, events: Sequence[BaseEvent]
             shown = fmt_ms(dur) if dur is not None else "-"
             rows.append((d.get("node_name", ""), shown, d.get("status") or ""))
         parts.append("<p><b>Steps</b></p>" + _table(("step", "duration", "status"), rows))
-    last = [(e.sequence, e.type, summarize(e)[:200]) for e in events[-EVENT_ROWS:]]
+    last = [(e.sequence, e.type, clip(summarize(e), 200)) for e in events[-EVENT_ROWS:]]
     if last:
         parts.append(_table(("#", "type", "summary"), last))
     parts.append("</div>")

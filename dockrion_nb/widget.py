@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import importlib
 import json
 import threading
 import time
@@ -38,6 +37,7 @@ from .events import (
     CompleteEvent,
     GapEvent,
     TokenEvent,
+    clip,
     summarize,
     validate_run_id,
 )
@@ -45,6 +45,7 @@ from .filters import EventsFilter
 from .redaction import scrub
 from .runstore import run_status
 from .static_view import run_html
+from .tables import to_dataframe
 
 if TYPE_CHECKING:
     from .bus import EventBus
@@ -341,27 +342,15 @@ class RunView(anywidget.AnyWidget):
         return str(self.status)
 
     def to_dataframe(self) -> Any:
-        """A ``pandas.DataFrame``, one row per event: sequence, type, timestamp, summary, then
-        each event's own fields (pandas is optional, so it is imported here)."""
+        """A ``pandas.DataFrame``, one row per event, with the columns of
+        ``replay(as_="df")``: sequence, type, timestamp, elapsed_s (from the first event the
+        view holds), summary, then each event's own fields (pandas is optional)."""
         try:
-            pd: Any = importlib.import_module("pandas")
+            return to_dataframe(self.events)
         except ImportError as exc:
             raise ImportError(
                 "RunView.to_dataframe() needs pandas; install it with `pip install pandas`"
             ) from exc
-        rows = []
-        for event in self.events:
-            row = event.to_dict()
-            row.pop("run_id", None)
-            row["timestamp"] = event.timestamp
-            row["summary"] = summarize(event)
-            rows.append(row)
-        first = ["sequence", "type", "timestamp", "summary"]
-        frame = pd.DataFrame(rows)
-        if frame.empty:
-            return pd.DataFrame(columns=[*first, "id"])
-        rest = [c for c in frame.columns if c not in first]
-        return frame[first + rest]
 
     def close(self) -> None:
         """End the subscription, then close the widget's comm (its views disappear)."""
@@ -443,7 +432,7 @@ class RunView(anywidget.AnyWidget):
         if counts:
             lines.append(f"  {counts}")
         for event in self.events[-last:]:
-            lines.append(f"  #{event.sequence} {event.type}: {summarize(event)[:100]}")
+            lines.append(f"  #{event.sequence} {event.type}: {clip(summarize(event), 100)}")
         return "\n".join(lines)
 
     def _summary_html(self) -> str:

@@ -22,6 +22,7 @@ from browser_harness import (
     open_harness,
     pump_outbox,
     root_selector,
+    save_shot,
     serve_harness,
     wait_for_records,
 )
@@ -632,6 +633,7 @@ def test_running_steps_show_a_live_timer_then_leave_when_they_end(page: Any) -> 
     page.wait_for_timeout(1300)
     later = seconds_of(texts(page, mid, ".drnb-running-time")[1])
     assert later >= first + 1.0
+    save_shot(page.locator(root), "running-steps.png")
 
     # the tool call ends: it leaves "running now" and joins the waterfall
     push(

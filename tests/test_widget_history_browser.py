@@ -7,7 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from browser_harness import create_view, default_state, root_selector, wait_for_records
+from browser_harness import (
+    create_view,
+    default_state,
+    root_selector,
+    save_shot,
+    wait_for_records,
+)
 from test_widget_browser import batch, browser, ev, full_run, page, push, text, texts
 
 from dockrion_nb.events import BaseEvent
@@ -45,6 +51,7 @@ def test_a_rerun_shows_as_attempts_with_the_latest_by_default(page: Any) -> None
     assert text(page, mid, ".drnb-elapsed") == "elapsed 200 ms"  # counted from its own start
     assert page.locator(f"{root} .drnb-progress-row").count() == 0
 
+    save_shot(page.locator(root), "attempts.png")
     # the first attempt: its own output; it never ended, so it reads as interrupted
     page.click(f'{root} .drnb-attempt[data-attempt="1"]')
     page.wait_for_function(
@@ -115,6 +122,7 @@ def test_the_scrubber_shows_the_run_as_it_stood_at_event_n_or_time_t(page: Any) 
     assert page.locator(f"{root} .drnb-row").count() == 8
     # the generate step is at 50% and running as it stood then
     assert texts(page, mid, ".drnb-running-name") == ["generate"]
+    save_shot(page.locator(root), "time-travel.png")
 
     # by time: 410 ms after the start, the first four events had happened
     page.click(f"{root} .drnb-travel-mode")

@@ -387,7 +387,7 @@ def test_to_dataframe(engine: Engine, run_id: str, monkeypatch: pytest.MonkeyPat
     view = CapturingRunView(run_id, engine=engine)
     assert view.wait(10) == "complete"
     frame = view.to_dataframe()
-    assert list(frame.columns[:4]) == ["sequence", "type", "timestamp", "summary"]
+    assert list(frame.columns[:5]) == ["sequence", "type", "timestamp", "elapsed_s", "summary"]
     assert list(frame["sequence"]) == list(range(1, 9))
     assert frame.loc[frame["type"] == "step", "node_name"].item() == "plan"
     monkeypatch.setitem(sys.modules, "pandas", None)
