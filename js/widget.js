@@ -146,6 +146,12 @@ function summarize(r) {
     case "gap":
       s = `missed ${str(d.from_sequence)}..${str(d.to_sequence ?? "")}: ${str(d.reason)}`;
       break;
+    case "custom:step_start":
+      s = `${str(d.node_name)} started${d.kind ? ` (${str(d.kind)})` : ""}`;
+      break;
+    case "custom:llm_usage":
+      s = `${d.model ? str(d.model) : "LLM"}: ${str(d.input_tokens)} in, ${str(d.output_tokens)} out`;
+      break;
     default: {
       const rest = /** @type {Wire} */ ({});
       for (const k of Object.keys(d)) if (!BASE_FIELDS.has(k)) rest[k] = d[k];

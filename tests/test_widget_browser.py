@@ -627,6 +627,8 @@ def test_running_steps_show_a_live_timer_then_leave_when_they_end(page: Any) -> 
     )
     assert pads[:2] == ["", "12px"]
     assert page.locator(f"{root} .drnb-step-row").count() == 0  # nothing has ended yet
+    summaries = texts(page, mid, '.drnb-row[data-type="custom:step_start"] .drnb-summary')
+    assert summaries == ["agent started (chain)", "web_search started (tool)"]  # as Python's
     # the timers run while nothing arrives
     first = seconds_of(texts(page, mid, ".drnb-running-time")[1])
     assert first >= 2.0
