@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import start_ipython
 
 import dockrion_nb
 import dockrion_nb.api
@@ -161,7 +160,9 @@ def shown(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return seen
 
 
-def test_compare_function_and_magic_show_the_same_view(shown: list[Any], run_id: str) -> None:
+def test_compare_function_and_magic_show_the_same_view(
+    shown: list[Any], run_id: str, ipython: Any
+) -> None:
     reset_engine()
     try:
         a, b = f"{run_id}-a", f"{run_id}-b"
@@ -172,8 +173,9 @@ def test_compare_function_and_magic_show_the_same_view(shown: list[Any], run_id:
         assert view.wait(10) == ["complete", "complete"]
         listed = dockrion_nb.compare([a, b], display=False)
         assert list(listed.run_ids) == [a, b] and len(shown) == 1
-        ip = start_ipython()
-        ip.run_line_magic("load_ext", "dockrion_nb")
+        ip = ipython
+        if "dockrion_nb" not in ip.extension_manager.loaded:
+            ip.run_line_magic("load_ext", "dockrion_nb")
         ip.run_line_magic("compare", f"{a} {b} --no-live")
         assert len(shown) == 2 and list(shown[1].run_ids) == [a, b]
         assert shown[1].wait(10) == ["complete", "complete"]

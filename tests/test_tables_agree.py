@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import start_ipython
 
 import dockrion_nb.api
 from dockrion_nb import api
@@ -105,11 +104,12 @@ def test_python_api_errors_name_parameters(fresh: None, run_id: str) -> None:
         api.replay(run_id, from_sequence=-1, as_="table")
 
 
-@pytest.fixture(scope="module")
-def ip() -> Iterator[Any]:
-    shell = start_ipython()
-    shell.run_line_magic("load_ext", "dockrion_nb")
-    yield shell
+@pytest.fixture
+def ip(ipython: Any) -> Any:
+    """The session's shell with the extension loaded."""
+    if "dockrion_nb" not in ipython.extension_manager.loaded:
+        ipython.run_line_magic("load_ext", "dockrion_nb")
+    return ipython
 
 
 def test_every_magic_reads_quotes_alike(
