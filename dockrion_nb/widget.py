@@ -532,12 +532,12 @@ class RunView(anywidget.AnyWidget):
             self._end_note = note
             if note and self._problem_note:
                 note = f"{note}; {self._problem_note}"
+            self._set_state(connection="closed", **({"note": note} if note else {}))
+            self._flush_now()
+            # after the last events have gone: building it must not delay them
             with self._lock:
                 snapshot = build_snapshot(self._events)
-            self._set_state(
-                connection="closed", snapshot=snapshot, **({"note": note} if note else {})
-            )
-            self._flush_now()
+            self._set_state(snapshot=snapshot)
             self._refresh_static()
             self._ended.set()
             self._settled.set()

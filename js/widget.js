@@ -722,6 +722,7 @@ class RunViewUI {
     this.unsubscribe();
     for (const [ev, fn] of this.modelHandlers) this.model.off(ev, fn);
     clearInterval(this.ticker);
+    cancelAnimationFrame(this.tokScrollFrame);
     this.stopPlay();
     if (this.frame) cancelAnimationFrame(this.frame);
   }
@@ -806,6 +807,8 @@ class RunViewUI {
     this.tokLen = 0;
     this.tokFollow = true;
     this.tokProgrammatic = false;
+    this.tokScrollPending = false;
+    this.tokScrollFrame = 0;
     this.tokText.addEventListener("scroll", () => this.onTokenScroll());
     this.tokSec.append(tokBar, this.tokText);
     return this.tokSec;
@@ -943,6 +946,7 @@ class RunViewUI {
     this.drawProgress(st);
     this.drawSteps(st);
     this.drawObjects(st);
+    if (this.tokScrollPending) this.followTokens();
     this.stats.draws++;
     this.stats.drawMs += performance.now() - t0;
     this.stats.lastDrawAt = Date.now();
@@ -1302,7 +1306,7 @@ class RunViewUI {
       this.tokText.append(document.createTextNode(st.tokenText.slice(this.tokLen)));
       this.tokLen = st.tokenText.length;
       if (this.tokText.childNodes.length > 200) this.tokText.normalize();
-      if (this.tokFollow) this.scrollTokensToEnd();
+      if (this.tokFollow) this.tokScrollPending = true; // scrolled in the next frame
     }
     this.tokInfo.textContent = `${st.tokenCount} tokens, ${st.tokenText.length} chars`;
     const ttft = st.timeToFirstToken();
@@ -1312,6 +1316,20 @@ class RunViewUI {
       Number.isFinite(rate) ? `${rate >= 100 ? Math.round(rate) : rate.toFixed(1)} tokens/s` : "",
     ].filter((x) => x).join(" · ");
     this.tokFinish.textContent = st.finishReason ? `finish: ${st.finishReason}` : "";
+  }
+
+  /**
+   * Keep the token box at its end. Scrolling reads the layout of the whole text, so it waits
+   * for the next frame, when the layout the browser made to paint this one is still clean
+   * (reading it in draw() would lay a long output out twice per frame).
+   */
+  followTokens() {
+    if (this.tokScrollFrame) return;
+    this.tokScrollFrame = requestAnimationFrame(() => {
+      this.tokScrollFrame = 0;
+      this.tokScrollPending = false;
+      if (this.tokFollow) this.scrollTokensToEnd();
+    });
   }
 
   scrollTokensToEnd() {
