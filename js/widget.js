@@ -1533,6 +1533,7 @@ class RunViewUI {
   }
 
   refilter() {
+    this.filterVersion = (this.filterVersion || 0) + 1;
     this.filtered = [];
     this.scanned = 0;
     if (this.state) this.drawLog(this.state);
@@ -1592,6 +1593,13 @@ class RunViewUI {
     const height = this.viewport.clientHeight || 240;
     const first = Math.max(0, Math.floor(top / ROW_H) - OVERSCAN);
     const last = Math.min(n, Math.ceil((top + height) / ROW_H) + OVERSCAN);
+    // the same rows as drawn: keep them (a click between mousedown and mouseup must find its
+    // row still there, and redrawing unchanged rows is wasted work)
+    const key = `${first}|${last}|${n}|${this.filterVersion || 0}|${st.records.length}|` +
+      `${this.selected ? this.selected.key : ""}`;
+    if (key === this.rowsKey && this.rowsState === st) return;
+    this.rowsKey = key;
+    this.rowsState = st;
     const frag = document.createDocumentFragment();
     for (let i = first; i < last; i++) {
       const r = st.records[this.filtered[i]];
