@@ -64,8 +64,8 @@ class _Member(RunView):
     def _ipython_display_(self) -> None:
         raise TypeError("a compared run is shown by its CompareView")
 
-    def _refresh_static(self) -> None:
-        """This run stopped following (engine thread): the comparison may refresh its own."""
+    def _refresh_static(self, force: bool = False) -> None:
+        """This run stopped following (engine thread): the comparison notes it."""
         self._relay._member_ended(self._index)
 
 
@@ -177,7 +177,7 @@ class CompareView(anywidget.AnyWidget):
         )
 
     def _ipython_display_(self) -> None:
-        """Display with a display id; the static view is refreshed once every run has ended."""
+        """Display with a display id, so ``refresh_static`` can update the static view."""
         from IPython.display import display
 
         data, metadata = self._repr_mimebundle_()
@@ -186,9 +186,14 @@ class CompareView(anywidget.AnyWidget):
             self._display_handles.append(handle)
 
     def _member_ended(self, index: int) -> None:
-        """Engine thread: once every run has stopped following, refresh the static view."""
+        """Engine thread: a run stopped following."""
         self._ended.add(index)
-        if len(self._ended) < len(self.run_ids) or not self._display_handles:
+
+    def refresh_static(self) -> None:
+        """Replace the static text/HTML of every display of this comparison with the current
+        one (call it once the runs have ended, so nbconvert/nbviewer/GitHub show the final
+        comparison; not automatic, since a live front end re-renders the widget then)."""
+        if not self._display_handles:
             return
         from .widget import _latest_parent
 

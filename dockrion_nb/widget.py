@@ -400,7 +400,7 @@ class RunView(anywidget.AnyWidget):
 
     def _ipython_display_(self) -> None:
         """Display with a display id, so the static text/HTML (what nbconvert, nbviewer and
-        GitHub show) can be refreshed with the final view once the run ends."""
+        GitHub show) can be refreshed with the final view (``refresh_static``)."""
         from IPython.display import display
 
         data, metadata = self._repr_mimebundle_()
@@ -408,11 +408,17 @@ class RunView(anywidget.AnyWidget):
         if handle is not None:
             self._display_handles.append(handle)
 
-    def _refresh_static(self) -> None:
-        """Engine thread: replace the static part of every display of this view with the final
-        one. Sent under the kernel's latest request, so a front end that records outputs per
-        running cell (nbclient) applies it while any cell runs."""
-        if not self._display_handles:
+    def refresh_static(self) -> None:
+        """Replace the static text/HTML of every display of this view with the view as it is
+        now (call it once the run has ended, e.g. in the notebook's last cell, so nbconvert,
+        nbviewer and GitHub show the final view). Not automatic: a front end re-renders the
+        live widget when its output is updated, which would reset the view's scroll and
+        filters. Sent under the kernel's latest request, so nbclient records it."""
+        self._refresh_static(force=True)
+
+    def _refresh_static(self, force: bool = False) -> None:
+        """End of following (engine thread): only a requested refresh updates the displays."""
+        if not force or not self._display_handles:
             return
         data, metadata = self._repr_mimebundle_()
         with _latest_parent():

@@ -276,7 +276,7 @@ def test_an_executed_notebook_saves_the_final_static_view(work: Path) -> None:
         'ctx.sync_emit_step("plan", 120, ["q"], ["plan"])\n'
         "ctx.sync_emit_complete(latency_seconds=0.5)\n"
         "w.wait(10)\n"
-        "import time; time.sleep(0.5)  # the view refreshes its static output while a cell runs"
+        "w.refresh_static()  # the saved output becomes the final view"
     )
     write_notebook(nb_path, [show, publish])
     nb = nbformat.read(nb_path, as_version=4)
