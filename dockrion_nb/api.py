@@ -2,8 +2,8 @@
 
 The magics and the CLI are thin doors onto these functions, so scripts and notebook front ends
 without IPython magics get the same behaviour: ``use_backend``, ``publish``, ``trace``,
-``watch``, ``replay`` and ``runs``. Functions here are synchronous and run their I/O on the
-engine's loop; ``trace`` also works as an ``async with`` block.
+``watch``, ``replay``, ``compare`` and ``runs``. Functions here are synchronous and run their
+I/O on the engine's loop; ``trace`` also works as an ``async with`` block.
 
 The verbs stay thin: options become a config in ``backend_options``, stored events are chosen
 in ``selection``, shown by ``tables`` (or the ``widget``), typed events are parsed in
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from .backend_options import build_config
@@ -32,6 +33,7 @@ from .terminal import follow_run as follow_run
 from .tracing import RunExistsError, Trace, TraceMode, jsonable, output_of
 
 if TYPE_CHECKING:
+    from .comparison import CompareView
     from .widget import RunView
 
 ReplayView = Literal["widget", "table", "json", "df", "events"]
@@ -118,7 +120,7 @@ def watch(
 
     validate_run_id(run_id)
     if from_sequence < 1:
-        raise ValueError(f"--from must be 1 or more, not {from_sequence}")
+        raise ValueError(f"from_sequence must be 1 or more, not {from_sequence}")
     eng = engine or get_engine()
     source = None
     if server is not None:
@@ -201,12 +203,14 @@ def replay(
     events = select_events(run_id, from_sequence=from_sequence, last=last, types=wanted, engine=eng)
     if as_ == "events":
         return events
-    if as_ == "table":
-        return EventTable(events, f"run {run_id}: {len(events)} events on {eng.location()}")
     if as_ == "json":
         return EventJSON(events)
+    start = _run_start(run_id, events, eng)
+    if as_ == "table":
+        title = f"run {run_id}: {len(events)} events on {eng.location()}"
+        return EventTable(events, title, run_start=start)
     if as_ == "df":
-        return to_dataframe(events)
+        return to_dataframe(events, run_start=start)
     from .widget import RunView
 
     first = next((e.sequence for e in events if e.sequence), from_sequence)
@@ -215,6 +219,41 @@ def replay(
     # static text/HTML, which nbviewer shows) already holds every event.
     view.wait(timeout=30)
     return view
+
+
+def compare(
+    *run_ids: str,
+    live: bool = True,
+    max_events: int | None = None,
+    display: bool = True,
+    engine: Engine | None = None,
+) -> CompareView:
+    """Two or more runs side by side (``compare("run-a", "run-b")``): outputs, step waterfalls
+    on one time axis, tokens, time to first token, latency, errors and a diff of the final
+    outputs. Stored runs and live ones alike; shown at once when ``display`` is true."""
+    from .comparison import CompareView
+
+    if len(run_ids) == 1 and not isinstance(run_ids[0], str):
+        run_ids = tuple(run_ids[0])  # compare(["a", "b"]) works too
+    view = CompareView(run_ids, live=live, max_events=max_events, engine=engine or get_engine())
+    if display:
+        _display(view)
+    return view
+
+
+def _run_start(run_id: str, events: list[BaseEvent], engine: Engine) -> datetime | None:
+    """When the run began (its first stored event), so tables and frames count time from
+    there even when they show only its end (``last``, ``from_sequence``)."""
+    if not events or events[0].sequence <= 1:
+        return events[0].timestamp if events else None
+    found = engine.run(engine.bus.list_runs(run_id))
+    first = found[0].first_timestamp if found else None
+    if isinstance(first, str):
+        try:
+            return datetime.fromisoformat(first)
+        except ValueError:
+            return None
+    return first if isinstance(first, datetime) else None
 
 
 def runs(pattern: str | None = None, *, engine: Engine | None = None) -> RunTable:
@@ -303,6 +342,7 @@ __all__ = [
     "build_config",
     "cancel_server_run",
     "check_types",
+    "compare",
     "jsonable",
     "no_events",
     "output_of",

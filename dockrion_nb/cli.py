@@ -303,14 +303,21 @@ def _read(path: str) -> str:
         raise CommandError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def check_from_last(from_sequence: int, last: int | None) -> None:
+    """The flags' own errors (the Python API names its parameters instead)."""
+    if from_sequence < 1:
+        raise CommandError(f"--from must be 1 or more, not {from_sequence}")
+    if last is not None and last < 1:
+        raise CommandError(f"--last must be 1 or more, not {last}")
+
+
 def _exit_for(last: Any) -> int:
     return 0 if last is not None and last.type == "complete" else 1
 
 
 async def cmd_tail(args: argparse.Namespace, s: Session, out: IO[str], err: IO[str]) -> int:
     run_id = validate_run_id(args.run_id)
-    if args.from_sequence < 1:
-        raise CommandError(f"--from must be 1 or more, not {args.from_sequence}")
+    check_from_last(args.from_sequence, None)
     types = check_types(args.types)
     if not await s.bus.get_events(run_id, args.from_sequence):
         err.write(
@@ -378,6 +385,7 @@ async def cmd_tail_server(
 
 
 async def cmd_replay(args: argparse.Namespace, s: Session, out: IO[str], err: IO[str]) -> int:
+    check_from_last(args.from_sequence, args.last)
     try:
         events = await aselect_events(
             s.bus,

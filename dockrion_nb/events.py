@@ -558,11 +558,16 @@ def _preview(value: Any, limit: int) -> str:
         text = json.dumps(value, default=str)
     except (ValueError, TypeError, RecursionError):
         text = repr(value)
-    return text[:limit]
+    return clip(text, limit)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with "…" where it was cut."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
 
 
 def summarize(event: BaseEvent) -> str:
-    """One line for logs, tables and terminals."""
+    """One line for logs, tables and terminals (cut text ends with "…")."""
     d = {k: v for k, v in event if k not in _SUMMARY_SKIP}  # extra fields included
     match event:
         case TokenEvent():
@@ -586,6 +591,12 @@ def summarize(event: BaseEvent) -> str:
             return " ".join(x for x in (event.agent_name, event.framework) if x)
         case GapEvent():
             return f"missed {event.from_sequence}..{event.to_sequence}: {event.reason}"
+        case _ if event.type == "custom:step_start":
+            kind = f" ({d['kind']})" if d.get("kind") else ""
+            return f"{d.get('node_name', '')} started{kind}"
+        case _ if event.type == "custom:llm_usage":
+            used = f"{d.get('input_tokens')} in, {d.get('output_tokens')} out"
+            return f"{d.get('model') or 'LLM'}: {used}"
         case _:
             return _preview(d, 100) if d else ""
 

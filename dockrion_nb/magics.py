@@ -1,5 +1,5 @@
 """IPython magics: ``%stream_backend``, ``%%publish``, ``%publish``, ``%replay``, ``%watch``,
-``%runs``, and ``%dockrion`` for runs on a Dockrion server.
+``%compare``, ``%runs``, and ``%dockrion`` for runs on a Dockrion server.
 
 Thin on purpose: argument parsing, display and one-line errors here; the work is done by the
 functions in ``dockrion_nb.api``, which scripts can call without magics. Defaults are traitlets
@@ -75,8 +75,13 @@ line_cell_magic = cast(Decorator, _magic.line_cell_magic)
 
 
 def parse_argstring(magic: Any, line: str) -> Any:
-    """Parse a magic's line; a bad option raises ``UsageError`` with argparse's message."""
-    return _margs.parse_argstring(magic, line)  # type: ignore[no-untyped-call]
+    """Parse a magic's line with shell-style quoting, the same for every magic (so ``'a b'``
+    and ``message="two words"`` are one value each); a bad option raises ``UsageError``."""
+    try:
+        tokens = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"cannot read the options: {exc}") from None
+    return magic.parser.parse_args(tokens)
 
 
 # Errors that are the user's input or environment, shown as one line without a traceback.
@@ -118,6 +123,14 @@ def _run_exists_as_flags() -> Iterator[None]:
         raise UsageError(str(RunExistsError(exc.run_id, exc.summary, how))) from None
 
 
+def check_from_last(from_sequence: int, last: int | None) -> None:
+    """The flags' own errors (the Python API names its parameters instead)."""
+    if from_sequence < 1:
+        raise UsageError(f"--from must be 1 or more, not {from_sequence}")
+    if last is not None and last < 1:
+        raise UsageError(f"--last must be 1 or more, not {last}")
+
+
 def describe_settings(info: dict[str, Any]) -> str:
     """``redis at redis://***@host:6379/0; ttl 3600 s, max 1000 events per run, pool 10``."""
     where = backend_location(info)
@@ -146,6 +159,7 @@ def cell_traceback(exc: BaseException, filename: str) -> str:
 def run_on_private_loop(coro: Any) -> Any:
     """Run a coroutine to completion on a fresh loop in this thread, even when this thread's
     loop (the kernel's) is the running one: it is set aside while the cell body runs."""
+    __tracebackhide__ = True
     outer = asyncio._get_running_loop()
     asyncio._set_running_loop(None)
     try:
@@ -177,6 +191,7 @@ class CellCode:
 
     def run(self, global_ns: dict[str, Any], local_ns: dict[str, Any]) -> Any:
         """Run in the user's namespace and return the last expression's value (or None)."""
+        __tracebackhide__ = True  # IPython shows the cell's frames, not the package's
         local_ns.pop(RESULT_NAME, None)
         if self.is_async:
             run_on_private_loop(eval(self.code, global_ns, local_ns))
@@ -410,12 +425,8 @@ class StreamMagics(Magics):
 
             %publish run-1 progress step=search progress=0.5 message="3 sources"
         """
-        # Shell-style quoting, so message="two words" and data='{"a": 1}' are one value each.
-        try:
-            tokens = shlex.split(line)
-        except ValueError as exc:
-            raise UsageError(f"cannot read the options: {exc}") from None
-        args = getattr(self.publish, "parser").parse_args(tokens)  # noqa: B009
+        __tracebackhide__ = True  # a failing cell's traceback starts at the cell's own code
+        args = parse_argstring(self.publish, line)
         with user_errors():
             run_id = validate_run_id(args.run_id)
         if cell is None:
@@ -493,6 +504,7 @@ class StreamMagics(Magics):
         )
 
     def _run_traced(self, run_id: str, body: str, args: Any) -> Any:
+        __tracebackhide__ = True
         engine = get_engine()
         if args.replace and args.append:
             raise UsageError("--replace and --append are opposites: give one of them")
@@ -580,6 +592,7 @@ class StreamMagics(Magics):
         is an error that names the backend.
         """
         args = parse_argstring(self.replay, line)
+        check_from_last(args.from_sequence, args.last)
         with user_errors():
             return api.replay(
                 args.run_id,
@@ -618,6 +631,7 @@ class StreamMagics(Magics):
         ``dockrion_nb.watch(run_id)`` to keep a handle (``.events``, ``.wait()``, ``.close()``).
         """
         args = parse_argstring(self.watch, line)
+        check_from_last(args.from_sequence, None)
         with user_errors():
             api.watch(
                 args.run_id,
@@ -625,6 +639,31 @@ class StreamMagics(Magics):
                 types=args.types,
                 max_events=args.max_events,
                 engine=get_engine(),
+            )
+
+    @magic_arguments()
+    @argument("run_ids", nargs="+", metavar="RUN_ID", help="Two or more runs to compare.")
+    @argument(
+        "--no-live",
+        dest="live",
+        action="store_false",
+        help="Stop after the stored events (default: follow runs still going).",
+    )
+    @argument("--max-events", type=int, metavar="N", help="Keep at most N events per run.")
+    @line_magic
+    def compare(self, line: str) -> None:
+        """Show two or more runs side by side: outputs, step waterfalls on one time axis,
+        tokens, time to first token, latency, errors, and a diff of the final outputs::
+
+            %compare run-a run-b
+            %compare baseline-1 candidate-1 candidate-2 --no-live
+
+        Works on stored runs and on live ones. ``dockrion_nb.compare(...)`` returns the view.
+        """
+        args = parse_argstring(self.compare, line)
+        with user_errors():
+            api.compare(
+                *args.run_ids, live=args.live, max_events=args.max_events, engine=get_engine()
             )
 
     @magic_arguments()
@@ -781,7 +820,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, StreamMagics)]
     for kind in ("line", "cell"):
         table = ipython.magics_manager.magics[kind]
-        for name in ("stream_backend", "publish", "replay", "watch", "runs", "dockrion"):
+        for name in ("stream_backend", "publish", "replay", "watch", "runs", "dockrion", "compare"):
             owner = getattr(table.get(name), "__self__", None)
             if isinstance(owner, StreamMagics | ServerMagics):
                 del table[name]

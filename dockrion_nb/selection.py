@@ -66,9 +66,9 @@ async def aselect_events(
     """``select_events`` on a bus, for async callers (the CLI) and the engine."""
     validate_run_id(run_id)
     if from_sequence < 1:
-        raise ValueError(f"--from must be 1 or more, not {from_sequence}")
+        raise ValueError(f"from_sequence must be 1 or more, not {from_sequence}")
     if last is not None and last < 1:
-        raise ValueError(f"--last must be 1 or more, not {last}")
+        raise ValueError(f"last must be 1 or more, not {last}")
     wanted = check_types(types)
     start = from_sequence
     if last is not None and not wanted:

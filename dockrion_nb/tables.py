@@ -10,12 +10,13 @@ from __future__ import annotations
 import html
 import json
 import re
+import shutil
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from .backends.base import RunSummary
-from .events import BaseEvent, summarize
+from .events import BaseEvent, clip, summarize
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -37,7 +38,7 @@ def _clock(ts: datetime | str | None) -> str:
 
 
 def offset_text(event: BaseEvent, t0: datetime | None) -> str:
-    """``+1.25s``: when ``event`` happened, counted from ``t0`` (the first event shown)."""
+    """``+1.25s``: when ``event`` happened, counted from ``t0`` (the run's start)."""
     if t0 is None:
         return ""
     return f"+{(event.timestamp - t0).total_seconds():.2f}s"
@@ -56,11 +57,13 @@ def _ttl(seconds: int | None) -> str:
 
 
 def _html_table(caption: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """An HTML table whose every cell is escaped: event content is never HTML."""
+    """An HTML table whose every cell is escaped (event content is never HTML) and
+    left-aligned (notebook front ends right-align table cells by default)."""
     esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    left = ' style="text-align:left"'
+    head = "".join(f"<th{left}>{esc(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>" + "".join(f"<td{left}>{esc(str(c))}</td>" for c in row) + "</tr>" for row in rows
     )
     return (
         f'<table class="dockrion-nb-table"><caption style="text-align:left">{esc(caption)}'
@@ -68,32 +71,49 @@ def _html_table(caption: str, header: Sequence[str], rows: Iterable[Sequence[Any
     )
 
 
-def _text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def terminal_width() -> int:
+    """Columns of the terminal (``COLUMNS`` when set; 100 when there is none)."""
+    return shutil.get_terminal_size((100, 24)).columns
+
+
+def text_table(
+    header: Sequence[str], rows: Sequence[Sequence[Any]], width: int | None = None
+) -> str:
+    """Aligned plain text, every cell left-aligned and terminal-safe. With ``width``, the last
+    column is cut (with "…") so that no line is longer."""
     cells = [[safe_text(str(c)) for c in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
+    if width is not None and cells and header:
+        room = width - sum(w + 2 for w in widths[:-1])
+        widths[-1] = max(len(header[-1]), min(widths[-1], room))
+        cells = [[*r[:-1], clip(r[-1], widths[-1])] for r in cells]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines)
 
 
 class EventTable(list[BaseEvent]):
-    """Events as a table: HTML (escaped) in a notebook, aligned text elsewhere."""
+    """Events as a table: HTML (escaped) in a notebook, aligned text elsewhere. Times count
+    from ``run_start`` (the run's first event; the first event shown when not given)."""
 
     header = ("seq", "time", "type", "summary")
 
-    def __init__(self, events: Iterable[BaseEvent], title: str = "") -> None:
+    def __init__(
+        self, events: Iterable[BaseEvent], title: str = "", run_start: datetime | None = None
+    ) -> None:
         super().__init__(events)
         self.title = title
+        self.run_start = run_start
 
     def rows(self) -> list[tuple[str, str, str, str]]:
-        t0 = self[0].timestamp if self else None
+        t0 = self.run_start or (self[0].timestamp if self else None)
         return [(str(e.sequence or "-"), offset_text(e, t0), e.type, summarize(e)) for e in self]
 
     def _repr_html_(self) -> str:
         return _html_table(self.title, self.header, self.rows())
 
     def __repr__(self) -> str:
-        body = _text_table(self.header, self.rows())
+        body = text_table(self.header, self.rows(), width=terminal_width())
         return f"{self.title}\n{body}" if self.title else body
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
@@ -151,21 +171,35 @@ class RunTable(list[RunSummary]):
     def __repr__(self) -> str:
         if not self:
             return f"no runs on {self.location}"
-        return f"{self.caption}\n{_text_table(self.header, self.rows())}"
+        return f"{self.caption}\n{text_table(self.header, self.rows(), width=terminal_width())}"
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(repr(self))
 
 
-def to_dataframe(events: Sequence[BaseEvent]) -> Any:
-    """A pandas DataFrame, one row per event (wire fields as columns)."""
+FRAME_COLUMNS = ("sequence", "type", "timestamp", "elapsed_s", "summary")
+"""The first columns of every events DataFrame (``replay(as_="df")``, ``RunView``)."""
+
+
+def to_dataframe(events: Sequence[BaseEvent], run_start: datetime | None = None) -> Any:
+    """A pandas DataFrame, one row per event: sequence, type, timestamp (UTC), ``elapsed_s``
+    (seconds since ``run_start``, else the first event), ``summary``, then each event's own
+    fields. ``replay(as_="df")`` and ``RunView.to_dataframe()`` both build it here."""
     try:
         import pandas as pd  # type: ignore[import-untyped,unused-ignore]
     except ImportError:
         raise ImportError(
             "pandas is not installed: pip install pandas (or use --as table)"
         ) from None
-    frame = pd.DataFrame([e.to_dict() for e in events])
-    if "timestamp" in frame:
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
-    return frame
+    t0 = run_start or (events[0].timestamp if events else None)
+    rows = []
+    for e in events:
+        row = e.to_dict()
+        row.pop("run_id", None)
+        row["elapsed_s"] = (e.timestamp - t0).total_seconds() if t0 is not None else 0.0
+        row["summary"] = summarize(e)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=None if rows else [*FRAME_COLUMNS, "id"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    rest = [c for c in frame.columns if c not in FRAME_COLUMNS]
+    return frame[[*FRAME_COLUMNS, *rest]]

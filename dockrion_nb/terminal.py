@@ -12,21 +12,25 @@ from datetime import datetime
 from typing import IO
 
 from .bus import EventBus
-from .events import BaseEvent, TokenEvent, summarize
+from .events import BaseEvent, TokenEvent, clip, summarize
 from .selection import type_matches
-from .tables import offset_text, safe_text
+from .tables import offset_text, safe_text, terminal_width
 
 
 class TracePrinter:
-    """Prints events as they arrive: one line each, tokens joined on one line as they stream.
+    """Prints events as they arrive: one line each (cut at the terminal's width with "…"),
+    tokens joined on one line as they stream.
 
     Event content is untrusted, so control characters are shown escaped, never sent to the
     terminal. With ``as_json`` each event is one JSON line (the wire form).
     """
 
-    def __init__(self, stream: IO[str] | None = None, *, as_json: bool = False) -> None:
+    def __init__(
+        self, stream: IO[str] | None = None, *, as_json: bool = False, width: int | None = None
+    ) -> None:
         self.stream = stream or sys.stdout
         self.as_json = as_json
+        self.width = width or terminal_width()  # event lines are cut there, with "…"
         self.t0: datetime | None = None
         self.count = 0
         self.last: BaseEvent | None = None
@@ -55,7 +59,8 @@ class TracePrinter:
             self.stream.flush()
             return
         self._end_tokens()
-        self.stream.write((self._head(event) + safe_text(summarize(event))).rstrip() + "\n")
+        line = (self._head(event) + safe_text(summarize(event))).rstrip()
+        self.stream.write(clip(line, self.width) + "\n")
         self.stream.flush()
 
     def _end_tokens(self) -> None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import html
-import importlib
 import json
 import threading
 import time
@@ -39,12 +37,15 @@ from .events import (
     CompleteEvent,
     GapEvent,
     TokenEvent,
+    clip,
     summarize,
     validate_run_id,
 )
 from .filters import EventsFilter
 from .redaction import scrub
 from .runstore import run_status
+from .static_view import run_html
+from .tables import to_dataframe
 
 if TYPE_CHECKING:
     from .bus import EventBus
@@ -61,6 +62,9 @@ PUMP_HIGH_WATER = 20000
 RUN_STATUS_POLL = 2.0
 """Seconds between reads of the run's recorded status (``RunManager``) while the view follows;
 lifecycle events (started, complete, error, cancelled) trigger a read at once."""
+
+SNAPSHOT_CHARS = 200_000
+"""About how much JSON the ``snapshot`` trait holds: the run's last events, for saved notebooks."""
 
 STATUSES = ("waiting", "running", "complete", "error", "cancelled")
 CONNECTIONS = ("replay", "live", "reconnecting", "closed")
@@ -144,6 +148,33 @@ def encode_events(
     return out
 
 
+def build_snapshot(events: Sequence[BaseEvent], limit: int = SNAPSHOT_CHARS) -> dict[str, Any]:
+    """The run as a saved notebook shows it without a kernel: its last events (wire entries,
+    tokens merged) that fit in about ``limit`` characters of JSON, plus its ``started`` event,
+    and a note saying how much was kept. Custom messages are not saved with a notebook; this
+    trait is."""
+    entries = encode_events(events)
+    kept: list[dict[str, Any]] = []
+    size = 0
+    for entry in reversed(entries):
+        cost = len(json.dumps(entry, default=str))
+        if kept and size + cost > limit:
+            break
+        kept.append(entry)
+        size += cost
+    kept.reverse()
+    if entries and kept and kept[0] is not entries[0] and entries[0].get("type") == "started":
+        kept.insert(0, entries[0])
+    shown = sum(len(e["parts"]) if "parts" in e else 1 for e in kept)
+    total = len(events)
+    note = (
+        f"saved view: {total} events"
+        if shown >= total
+        else f"saved view: the last {shown} of {total} events"
+    )
+    return {"events": kept, "note": note, "total": total}
+
+
 def _key(event: BaseEvent, last: float) -> float:
     """Sort key of a stored event: its sequence; a gap sits just before the events it misses."""
     if event.sequence:
@@ -198,6 +229,8 @@ class RunView(anywidget.AnyWidget):
     types = t.List(t.Unicode(), allow_none=True, default_value=None).tag(sync=True)
     max_events = t.Int(None, allow_none=True).tag(sync=True)
     can_cancel = t.Bool(False).tag(sync=True)
+    # Set once the view stops following: what a saved notebook shows with no kernel behind it.
+    snapshot = t.Dict(allow_none=True, default_value=None).tag(sync=True)
     # Names this widget's event store in the page, shared by all its views.
     _store_key = t.Unicode("").tag(sync=True)
 
@@ -264,6 +297,7 @@ class RunView(anywidget.AnyWidget):
         self._unsendable_seen: set[int] = set()
         self._problem_note = ""
         self._end_note = ""
+        self._display_handles: list[Any] = []
         self.messages_sent = 0
         self.on_msg(self._on_front_end_msg)
         ref = weakref.ref(self)
@@ -308,27 +342,15 @@ class RunView(anywidget.AnyWidget):
         return str(self.status)
 
     def to_dataframe(self) -> Any:
-        """A ``pandas.DataFrame``, one row per event: sequence, type, timestamp, summary, then
-        each event's own fields (pandas is optional, so it is imported here)."""
+        """A ``pandas.DataFrame``, one row per event, with the columns of
+        ``replay(as_="df")``: sequence, type, timestamp, elapsed_s (from the first event the
+        view holds), summary, then each event's own fields (pandas is optional)."""
         try:
-            pd: Any = importlib.import_module("pandas")
+            return to_dataframe(self.events)
         except ImportError as exc:
             raise ImportError(
                 "RunView.to_dataframe() needs pandas; install it with `pip install pandas`"
             ) from exc
-        rows = []
-        for event in self.events:
-            row = event.to_dict()
-            row.pop("run_id", None)
-            row["timestamp"] = event.timestamp
-            row["summary"] = summarize(event)
-            rows.append(row)
-        first = ["sequence", "type", "timestamp", "summary"]
-        frame = pd.DataFrame(rows)
-        if frame.empty:
-            return pd.DataFrame(columns=[*first, "id"])
-        rest = [c for c in frame.columns if c not in first]
-        return frame[first + rest]
 
     def close(self) -> None:
         """End the subscription, then close the widget's comm (its views disappear)."""
@@ -376,6 +398,34 @@ class RunView(anywidget.AnyWidget):
         data["text/html"] = self._summary_html()
         return data, metadata
 
+    def _ipython_display_(self) -> None:
+        """Display with a display id, so the static text/HTML (what nbconvert, nbviewer and
+        GitHub show) can be refreshed with the final view (``refresh_static``)."""
+        from IPython.display import display
+
+        data, metadata = self._repr_mimebundle_()
+        handle = display(data, metadata=metadata, raw=True, display_id=True)  # type: ignore[no-untyped-call,unused-ignore]
+        if handle is not None:
+            self._display_handles.append(handle)
+
+    def refresh_static(self) -> None:
+        """Replace the static text/HTML of every display of this view with the view as it is
+        now (call it once the run has ended, e.g. in the notebook's last cell, so nbconvert,
+        nbviewer and GitHub show the final view). Not automatic: a front end re-renders the
+        live widget when its output is updated, which would reset the view's scroll and
+        filters. Sent under the kernel's latest request, so nbclient records it."""
+        self._refresh_static(force=True)
+
+    def _refresh_static(self, force: bool = False) -> None:
+        """End of following (engine thread): only a requested refresh updates the displays."""
+        if not force or not self._display_handles:
+            return
+        data, metadata = self._repr_mimebundle_()
+        with _latest_parent():
+            for handle in self._display_handles:
+                with contextlib.suppress(Exception):
+                    handle.update(data, metadata=metadata, raw=True)
+
     def _summary_counts(self) -> tuple[int, str]:
         with self._lock:
             counts = dict(self._counts)
@@ -388,30 +438,11 @@ class RunView(anywidget.AnyWidget):
         if counts:
             lines.append(f"  {counts}")
         for event in self.events[-last:]:
-            lines.append(f"  #{event.sequence} {event.type}: {summarize(event)[:100]}")
+            lines.append(f"  #{event.sequence} {event.type}: {clip(summarize(event), 100)}")
         return "\n".join(lines)
 
-    def _summary_html(self, last: int = 10) -> str:
-        esc = html.escape
-        total, counts = self._summary_counts()
-        rows = "".join(
-            f"<tr><td>{e.sequence}</td><td>{esc(e.type)}</td><td>{esc(summarize(e)[:200])}</td></tr>"
-            for e in self.events[-last:]
-        )
-        table = (
-            "<table><thead><tr><th>#</th><th>type</th><th>summary</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>"
-            if rows
-            else ""
-        )
-        return (
-            '<div class="dockrion-runview-static">'
-            f"<p><b>run {esc(self.run_id)}</b> &middot; {esc(self.status)} &middot; "
-            f"{total} events &middot; backend {esc(self.backend)}</p>"
-            + (f"<p>{esc(counts)}</p>" if counts else "")
-            + table
-            + "</div>"
-        )
+    def _summary_html(self) -> str:
+        return run_html(self.run_id, self.backend, self.status, self.events)
 
     # -- engine thread: following the run ------------------------------------------------------
 
@@ -509,6 +540,11 @@ class RunView(anywidget.AnyWidget):
                 note = f"{note}; {self._problem_note}"
             self._set_state(connection="closed", **({"note": note} if note else {}))
             self._flush_now()
+            # after the last events have gone: building it must not delay them
+            with self._lock:
+                snapshot = build_snapshot(self._events)
+            self._set_state(snapshot=snapshot)
+            self._refresh_static()
             self._ended.set()
             self._settled.set()
 
@@ -604,7 +640,7 @@ class RunView(anywidget.AnyWidget):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.comm is None:
+        if not self._can_send():
             self._pending.clear()
             self._settled.set()
             return
@@ -656,6 +692,10 @@ class RunView(anywidget.AnyWidget):
     def _emit(self, payload: dict[str, Any]) -> None:
         """One custom message to the front end (a test seam: subclasses capture it)."""
         self.send(payload)
+
+    def _can_send(self) -> bool:
+        """Whether messages have somewhere to go (a comm; a comparison's relay)."""
+        return self.comm is not None
 
     def _replay_chunk(
         self, after: int, unsendable: list[tuple[BaseEvent, str]] | None = None
@@ -747,4 +787,34 @@ class RunView(anywidget.AnyWidget):
         self._replay_requests.clear()
 
 
-__all__ = ["CONNECTIONS", "ESM_PATH", "STATUSES", "RunView", "encode_events"]
+@contextlib.contextmanager
+def _latest_parent() -> Any:
+    """Send display updates from this thread under the kernel's latest request (ipykernel keeps
+    a per-thread parent; the engine's would be the cell that created the view, long done)."""
+    pub: Any = None
+    token: Any = None
+    with contextlib.suppress(Exception):
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        pub = getattr(shell, "display_pub", None)
+        latest = getattr(pub, "_parent_header_global", None)
+        if latest and hasattr(pub, "set_thread_parent"):
+            token = pub.set_thread_parent(latest)
+    try:
+        yield
+    finally:
+        if token is not None:
+            with contextlib.suppress(Exception):
+                pub.reset_thread_parent(token)
+
+
+__all__ = [
+    "CONNECTIONS",
+    "ESM_PATH",
+    "SNAPSHOT_CHARS",
+    "STATUSES",
+    "RunView",
+    "build_snapshot",
+    "encode_events",
+]

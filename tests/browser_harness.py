@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dockrion_nb.comparison import CompareView
 from dockrion_nb.widget import RunView
 
 CHROMIUM = "/usr/bin/chromium"
@@ -136,6 +137,21 @@ def browser_page(viewport: tuple[int, int] = (1200, 1400)) -> Iterator[Any]:
         yield context.pages[0] if context.pages else context.new_page()
 
 
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+UPDATE_SHOTS = os.environ.get("DOCKRION_NB_UPDATE_SCREENSHOT") == "1"
+
+
+def save_shot(locator: Any, name: str) -> Path:
+    """A screenshot of ``locator`` for the docs: ``docs/<name>`` when it is missing or when
+    ``DOCKRION_NB_UPDATE_SCREENSHOT=1`` (so a test run leaves no changed binary behind), else a
+    scratch file. Returns where it went."""
+    target = DOCS / name
+    if target.exists() and not UPDATE_SHOTS:
+        target = Path(tempfile.mkdtemp(prefix="drnb-shot-")) / name
+    locator.screenshot(path=str(target))
+    return target
+
+
 def open_harness(page: Any, url: str) -> list[str]:
     """Load the harness page; returns the list that collects console errors and page errors."""
     errors: list[str] = []
@@ -169,6 +185,7 @@ def default_state(run_id: str = "run-x", **extra: Any) -> dict[str, Any]:
         "max_events": None,
         "latency_seconds": None,
         "can_cancel": False,
+        "snapshot": None,
     }
     state.update(extra)
     return state
@@ -209,8 +226,33 @@ class ForwardingRunView(RunView):
         self.outbox.put(("msg", payload, None))
 
 
+class ForwardingCompareView(CompareView):
+    """A ``CompareView`` whose messages and ``runs`` changes go, in order, to ``self.outbox``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.outbox: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
+        super().__init__(*args, **kwargs)
+        self.initial = {
+            "_kind": "compare",
+            "_store_key": self._store_key,
+            "run_ids": list(self.run_ids),
+            "runs": list(self.runs),
+        }
+        self.observe(self._forward_trait, names=["runs"])
+
+    def _forward_trait(self, change: Any) -> None:
+        self.outbox.put(("set", change["name"], change["new"]))
+
+    def _emit(self, payload: dict[str, Any]) -> None:
+        self.outbox.put(("msg", payload, None))
+
+
 def pump_outbox(
-    page: Any, model_id: int, view: ForwardingRunView, until: Any, timeout: float = 60.0
+    page: Any,
+    model_id: int,
+    view: ForwardingRunView | ForwardingCompareView,
+    until: Any,
+    timeout: float = 60.0,
 ) -> int:
     """Carry ``view.outbox`` to the page (in order, a few operations per call) until
     ``until()`` is true with nothing left to carry; answers the page's replay requests.
@@ -296,13 +338,22 @@ def lab_env(work: Path) -> dict[str, str]:
 @contextlib.contextmanager
 def jupyter_lab(work: Path, root_dir: Path) -> Iterator[str]:
     """A JupyterLab server on 127.0.0.1 for ``root_dir``; yields its base URL. Stopped by PID."""
+    with jupyter_server(work, root_dir, "lab") as base:
+        yield base
+
+
+@contextlib.contextmanager
+def jupyter_server(work: Path, root_dir: Path, app: str = "lab") -> Iterator[str]:
+    """``jupyter lab`` or ``jupyter notebook`` (Notebook 7) on 127.0.0.1 for ``root_dir``, with
+    a token; yields its base URL. Stopped by PID."""
     import subprocess
     import urllib.request
 
     port = free_port()
+    config = "LabApp" if app == "lab" else "JupyterNotebookApp"
     cmd = [
         str(Path(sys.executable).parent / "jupyter"),
-        "lab",
+        app,
         "--no-browser",
         "--allow-root",
         f"--IdentityProvider.token={LAB_TOKEN}",
@@ -310,12 +361,15 @@ def jupyter_lab(work: Path, root_dir: Path) -> Iterator[str]:
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={root_dir}",
-        f"--LabApp.workspaces_dir={work / 'jupyter' / 'workspaces'}",
-        f"--LabApp.user_settings_dir={work / 'jupyter' / 'settings'}",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.news_url=None",
+        f"--{config}.workspaces_dir={work / 'jupyter' / 'workspaces'}",
+        f"--{config}.user_settings_dir={work / 'jupyter' / 'settings'}",
     ]
-    log = open(work / "lab.log", "w")  # noqa: SIM115 (closed below)
+    if app == "lab":
+        cmd += [
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.news_url=None",
+        ]
+    log = open(work / f"{app}.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, env=lab_env(work), start_new_session=True
     )
@@ -324,12 +378,12 @@ def jupyter_lab(work: Path, root_dir: Path) -> Iterator[str]:
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited with {proc.returncode}; see {log.name}")
+                raise RuntimeError(f"jupyter {app} exited with {proc.returncode}; see {log.name}")
             with contextlib.suppress(Exception), urllib.request.urlopen(status, timeout=1) as r:
                 if r.status == 200:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError("jupyter lab did not answer within 90 s")
+                raise RuntimeError(f"jupyter {app} did not answer within 90 s")
             time.sleep(0.1)
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -22,6 +22,7 @@ from browser_harness import (
     open_harness,
     pump_outbox,
     root_selector,
+    save_shot,
     serve_harness,
     wait_for_records,
 )
@@ -57,9 +58,9 @@ def page(browser: tuple[Any, str]) -> Iterator[Any]:
         pg.close()
 
 
-def ev(seq: int, kind: str, ms: float, run_id: str = "run-x", **fields: Any) -> BaseEvent:
+def ev(seq: int, type_: str, ms: float, run_id: str = "run-x", **fields: Any) -> BaseEvent:
     return make_event(
-        kind, run_id, sequence=seq, timestamp=T0 + timedelta(milliseconds=ms), **fields
+        type_, run_id, sequence=seq, timestamp=T0 + timedelta(milliseconds=ms), **fields
     )
 
 
@@ -149,10 +150,13 @@ def test_every_event_type_renders(page: Any) -> None:
     assert text(page, mid, ".drnb-finish") == "finish: stop"
     # one progress bar per step, with its latest message
     assert texts(page, mid, ".drnb-progress-step") == ["retrieve", "generate"]
-    assert texts(page, mid, ".drnb-progress-pct") == ["100%", "50%"]
+    # "generate" stopped reporting at 50%, but its step ended and the run completed: done
+    assert texts(page, mid, ".drnb-progress-pct") == ["100%", "done"]
     assert texts(page, mid, ".drnb-progress-msg") == ["done", "writing"]
     widths = page.eval_on_selector_all(f"{root} .drnb-fill", "els => els.map(e => e.style.width)")
-    assert widths == ["100%", "50%"]
+    assert widths == ["100%", "100%"]
+    titles = page.eval_on_selector_all(f"{root} .drnb-progress-row", "els => els.map(e => e.title)")
+    assert titles == ["", "last reported 50%"]
     # waterfall: durations, keys, and bars placed on the run's time axis
     assert texts(page, mid, ".drnb-step-name") == ["retrieve", "generate"]
     assert texts(page, mid, ".drnb-step-dur") == ["390 ms", "700 ms"]
@@ -531,10 +535,11 @@ def test_xss_payloads_stay_literal_text(page: Any) -> None:
         ev(8, "custom:" + p[0], 7, **{"field": p[1], "html": p[2]}),
         ev(9, "error", 8, error=p[0], code=p[1], details={"traceback": joined, p[3]: p[0]}),
     ]
+    events.append(ev(12, "custom:step_start", 9, node_name=p[0], kind=p[1], step_id=p[2]))
     gap = make_event("gap", "run-x", from_sequence=10, to_sequence=11, reason=p[0])
     mid = create_view(page, default_state(note=p[0], backend=p[1]))
     push(page, mid, batch([*events, gap]))
-    wait_for_records(page, mid, 10)
+    wait_for_records(page, mid, 11)
     root = root_selector(mid)
     # open everything that renders lazily: every JSON block, every row's detail, a search
     for summary in page.locator(f"{root} details.drnb-object summary").all():
@@ -560,8 +565,202 @@ def test_xss_payloads_stay_literal_text(page: Any) -> None:
     assert text(page, mid, ".drnb-box-error .drnb-box-title") == f"Error {p[1]}"
     assert text(page, mid, ".drnb-box-error .drnb-traceback") == joined
     assert text(page, mid, ".drnb-box-gap .drnb-box-message") == f"missed 10..11: {p[0]}"
+    assert text(page, mid, ".drnb-running-name") == p[0]
+    assert text(page, mid, ".drnb-running-kind") == p[1]
     assert f"custom:{p[0]}" in texts(page, mid, ".drnb-object-label")
     expect(page.locator(f"{root} .drnb-object pre").first).to_contain_text(p[1])
     page.locator(f'{root} .drnb-row[data-type="error"]').click()
     assert p[1] in text(page, mid, ".drnb-detail .drnb-json")
     assert page.evaluate("() => window.__pwned") is None
+
+
+# -- what is running now ----------------------------------------------------------------------
+
+
+def now_ev(seq: int, type_: str, ago_ms: float, **fields: Any) -> BaseEvent:
+    """An event stamped ``ago_ms`` before now (live timers count from the event's timestamp)."""
+    ts = datetime.now(UTC) - timedelta(milliseconds=ago_ms)
+    return make_event(type_, "run-x", sequence=seq, timestamp=ts, **fields)
+
+
+def seconds_of(label: str) -> float:
+    """``"1.25 s"`` / ``"420 ms"`` -> seconds."""
+    value, unit = label.split()
+    return float(value) / (1000 if unit == "ms" else 1)
+
+
+def test_running_steps_show_a_live_timer_then_leave_when_they_end(page: Any) -> None:
+    mid = create_view(page, default_state(status="running"))
+    push(
+        page,
+        mid,
+        batch(
+            [
+                now_ev(1, "started", 3000),
+                now_ev(2, "custom:step_start", 2500, node_name="agent", step_id="a", kind="chain"),
+                now_ev(
+                    3,
+                    "custom:step_start",
+                    2000,
+                    node_name="web_search",
+                    step_id="s",
+                    parent_id="a",
+                    kind="tool",
+                ),
+                now_ev(4, "progress", 1500, step="download", progress=0.05, message="1 of 20"),
+            ]
+        ),
+    )
+    wait_for_records(page, mid, 4)
+    root = root_selector(mid)
+    # step-start events show at once, a step with progress below 100% too
+    assert texts(page, mid, ".drnb-running-name") == ["agent", "web_search", "download"]
+    assert texts(page, mid, ".drnb-running-kind") == ["chain", "tool", "progress"]
+    assert set(texts(page, mid, ".drnb-running-state")) == {"running"}
+    sources = page.eval_on_selector_all(
+        f"{root} .drnb-running-row", "els => els.map(e => e.dataset.source)"
+    )
+    assert sources == ["step", "step", "progress"]
+    # the child step is indented under its parent
+    pads = page.eval_on_selector_all(
+        f"{root} .drnb-running-row", "els => els.map(e => e.style.paddingLeft)"
+    )
+    assert pads[:2] == ["", "12px"]
+    assert page.locator(f"{root} .drnb-step-row").count() == 0  # nothing has ended yet
+    summaries = texts(page, mid, '.drnb-row[data-type="custom:step_start"] .drnb-summary')
+    assert summaries == ["agent started (chain)", "web_search started (tool)"]  # as Python's
+    # the timers run while nothing arrives
+    first = seconds_of(texts(page, mid, ".drnb-running-time")[1])
+    assert first >= 2.0
+    page.wait_for_timeout(1300)
+    later = seconds_of(texts(page, mid, ".drnb-running-time")[1])
+    assert later >= first + 1.0
+    save_shot(page.locator(root), "running-steps.png")
+
+    # the tool call ends: it leaves "running now" and joins the waterfall
+    push(
+        page,
+        mid,
+        batch(
+            [
+                now_ev(
+                    5,
+                    "step",
+                    0,
+                    node_name="web_search",
+                    step_id="s",
+                    parent_id="a",
+                    kind="tool",
+                    status="ok",
+                    duration_ms=2000,
+                )
+            ],
+            prev=4,
+        ),
+    )
+    wait_for_records(page, mid, 5)
+    assert texts(page, mid, ".drnb-running-name") == ["agent", "download"]
+    assert texts(page, mid, ".drnb-step-name") == ["web_search"]
+
+
+def test_open_steps_and_unfinished_progress_settle_when_the_run_fails(page: Any) -> None:
+    mid = create_view(page, default_state(status="running"))
+    push(
+        page,
+        mid,
+        batch(
+            [
+                now_ev(1, "started", 3000),
+                now_ev(2, "custom:step_start", 2500, node_name="agent", step_id="a"),
+                now_ev(3, "progress", 2000, step="download", progress=0.05),
+                now_ev(4, "progress", 2000, step="index", progress=0.5),
+                now_ev(
+                    5,
+                    "step",
+                    1000,
+                    node_name="index",
+                    status="error",
+                    error="disk full",
+                    duration_ms=1000,
+                ),
+                now_ev(6, "error", 0, error="agent: disk full", code="OSError"),
+            ]
+        ),
+    )
+    wait_for_records(page, mid, 6)
+    root = root_selector(mid)
+    # the open step is abandoned (the progress-only "download" settles in its bar below)
+    assert texts(page, mid, ".drnb-running-name") == ["agent"]
+    assert texts(page, mid, ".drnb-running-state") == ["abandoned"]
+    frozen = texts(page, mid, ".drnb-running-time")
+    assert seconds_of(frozen[0]) == pytest.approx(2.5, abs=0.01)  # until the run's last event
+    page.wait_for_timeout(600)
+    assert texts(page, mid, ".drnb-running-time") == frozen  # settled: no longer ticking
+    # a bar left at 5% reads as abandoned, not as unfinished; one whose step ended as done
+    states = page.eval_on_selector_all(
+        f"{root} .drnb-progress-row", "els => els.map(e => e.dataset.state)"
+    )
+    assert states == ["abandoned", "done"]
+    assert texts(page, mid, ".drnb-progress-pct") == ["stopped 5%", "done"]
+    # the failed step is marked in the waterfall
+    assert page.get_attribute(f"{root} .drnb-step-row", "data-status") == "error"
+    assert text(page, mid, ".drnb-step-keys") == "error: disk full"
+
+
+def test_a_step_left_open_by_a_completed_run_ends_with_the_run(page: Any) -> None:
+    mid = create_view(page, default_state())
+    push(
+        page,
+        mid,
+        batch(
+            [
+                ev(1, "started", 0),
+                ev(2, "custom:step_start", 100, node_name="cleanup", step_id="c"),
+                ev(3, "progress", 200, step="upload", progress=0.5),
+                ev(4, "complete", 900, output={"ok": True}),
+            ]
+        ),
+    )
+    wait_for_records(page, mid, 4)
+    assert texts(page, mid, ".drnb-running-state") == ["ended with the run"]
+    assert texts(page, mid, ".drnb-running-time") == ["800 ms"]
+    assert texts(page, mid, ".drnb-progress-pct") == ["done"]
+    # step-start events are not listed as custom events
+    assert "custom:step_start" not in texts(page, mid, ".drnb-object-label")
+
+
+# -- following the newest tokens ---------------------------------------------------------------
+
+
+def test_output_follows_the_newest_tokens_until_the_user_scrolls_up(page: Any) -> None:
+    n = 5000
+    events = [ev(1, "started", 0)]
+    events += [ev(2 + i, "token", 300 + 2 * i, content=f"word{i} ") for i in range(n)]
+    mid = create_view(page, default_state(status="running"))
+    push(page, mid, batch(events))
+    wait_for_records(page, mid, n + 1)
+    root = root_selector(mid)
+    box = f"{root} .drnb-token-text"
+    at_end = (
+        "el => el.scrollHeight > el.clientHeight"
+        " && el.scrollTop + el.clientHeight >= el.scrollHeight - 4"
+    )
+    page.wait_for_function(f"sel => ({at_end})(document.querySelector(sel))", arg=box, timeout=5000)
+    # time to first token (from `started`) and the rate between first and last token
+    assert text(page, mid, ".drnb-token-rate") == "first token after 300 ms · 500 tokens/s"
+    assert not page.is_visible(f"{root} .drnb-token-follow")
+
+    # scrolling up stops following, like a terminal; new text no longer moves the box
+    page.eval_on_selector(box, "el => { el.scrollTop = 0; }")
+    expect(page.locator(f"{root} .drnb-token-follow")).to_be_visible()
+    more = [ev(2 + n + i, "token", 300 + 2 * (n + i), content=f"more{i} ") for i in range(200)]
+    push(page, mid, batch(more, prev=n + 1))
+    wait_for_records(page, mid, n + 201)
+    page.wait_for_timeout(100)
+    assert page.eval_on_selector(box, "el => el.scrollTop") == 0
+    # "follow newest" goes back to the end and follows again
+    page.click(f"{root} .drnb-token-follow")
+    assert page.eval_on_selector(box, at_end)
+    push(page, mid, batch([ev(n + 202, "token", 20000, content=" end")], prev=n + 201))
+    wait_for_records(page, mid, n + 202)
+    page.wait_for_function(f"sel => ({at_end})(document.querySelector(sel))", arg=box)

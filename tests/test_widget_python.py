@@ -365,12 +365,29 @@ def test_static_fallback_summarises_and_escapes(engine: Engine, run_id: str) -> 
     assert set(data) == {"text/plain", "text/html"}
 
 
+def test_a_finished_view_keeps_a_snapshot_and_a_final_static_view(
+    engine: Engine, run_id: str
+) -> None:
+    publish_run(engine, run_id, 5)
+    view = CapturingRunView(run_id, engine=engine)
+    assert view.wait(10) == "complete"
+    wait_until(lambda: not view.following)
+    snap = view.snapshot
+    assert snap is not None and snap["total"] == 10 and snap["note"] == "saved view: 10 events"
+    assert [e["type"] for e in snap["events"]][:2] == ["started", "progress"]
+    assert snap["events"][2]["parts"] == [f"t{i} " for i in range(5)]  # tokens merged
+    page = view._repr_mimebundle_()[0]["text/html"]
+    assert "t0 t1 t2 t3 t4" in page  # the output, not only a count
+    assert "latency 1.25 s" in page and '<td style="text-align:left">plan</td>' in page
+    view.close()
+
+
 def test_to_dataframe(engine: Engine, run_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
     publish_run(engine, run_id, 3)
     view = CapturingRunView(run_id, engine=engine)
     assert view.wait(10) == "complete"
     frame = view.to_dataframe()
-    assert list(frame.columns[:4]) == ["sequence", "type", "timestamp", "summary"]
+    assert list(frame.columns[:5]) == ["sequence", "type", "timestamp", "elapsed_s", "summary"]
     assert list(frame["sequence"]) == list(range(1, 9))
     assert frame.loc[frame["type"] == "step", "node_name"].item() == "plan"
     monkeypatch.setitem(sys.modules, "pandas", None)
