@@ -131,6 +131,23 @@ def check_from_last(from_sequence: int, last: int | None) -> None:
         raise UsageError(f"--last must be 1 or more, not {last}")
 
 
+# %%publish options that only a traced cell takes (argparse destinations).
+TRACED_CELL_FLAGS = (
+    "agent",
+    "framework",
+    "events",
+    "langchain",
+    "instrument",
+    "replace",
+    "append",
+)
+
+
+def flags_given(args: Any, names: tuple[str, ...]) -> list[str]:
+    """The flags among ``names`` that were given, as typed (``--events-body``)."""
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n)]
+
+
 def describe_settings(info: dict[str, Any]) -> str:
     """``redis at redis://***@host:6379/0; ttl 3600 s, max 1000 events per run, pool 10``."""
     where = backend_location(info)
@@ -438,19 +455,7 @@ class StreamMagics(Magics):
                 "with --events-body"
             )
         if args.events_body:
-            traced_only = [
-                flag
-                for flag, on in (
-                    ("--agent", args.agent),
-                    ("--framework", args.framework),
-                    ("--events", args.events),
-                    ("--langchain", args.langchain),
-                    ("--instrument", args.instrument),
-                    ("--replace", args.replace),
-                    ("--append", args.append),
-                )
-                if on
-            ]
+            traced_only = flags_given(args, TRACED_CELL_FLAGS)
             if traced_only:
                 verb = "applies" if len(traced_only) == 1 else "apply"
                 raise UsageError(
@@ -465,21 +470,7 @@ class StreamMagics(Magics):
             raise UsageError(
                 "usage: %publish RUN_ID TYPE [key=value ...] (or %%publish RUN_ID for a cell)"
             )
-        cell_only = [
-            flag
-            for flag, on in (
-                ("--agent", args.agent),
-                ("--framework", args.framework),
-                ("--events", args.events),
-                ("--watch", args.watch),
-                ("--langchain", args.langchain),
-                ("--instrument", args.instrument),
-                ("--replace", args.replace),
-                ("--append", args.append),
-                ("--events-body", args.events_body),
-            )
-            if on
-        ]
+        cell_only = flags_given(args, (*TRACED_CELL_FLAGS, "watch", "events_body"))
         if cell_only:
             verb = "is" if len(cell_only) == 1 else "are"
             raise UsageError(f"{', '.join(cell_only)} {verb} only for the %%publish cell magic")
