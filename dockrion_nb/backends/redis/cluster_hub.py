@@ -33,7 +33,7 @@ from ...redaction import masked_logger, scrub
 from ..base import BackendClosedError, BackendSubscribeError
 from .errors import backoff_delay
 from .link import Link
-from .pubsub import HEALTH_INTERVAL, LiveSub, Signal, deliver
+from .pubsub import HEALTH_INTERVAL, LiveSub, Signal, confirmed, deliver
 
 if TYPE_CHECKING:
     from redis.asyncio.cluster import ClusterNode
@@ -122,17 +122,7 @@ class ClusterHub:
         if channel not in self._route:
             self._dirty.add(channel)
         self._kick()
-        try:
-            await asyncio.wait_for(waiter, backend.command_timeout)
-        except BaseException as exc:
-            self.detach(sub)
-            if isinstance(exc, asyncio.TimeoutError):
-                raise BackendSubscribeError(
-                    f"Redis at {backend.masked_url} did not confirm the subscription to "
-                    f"run {run_id!r} within {backend.command_timeout:g} s",
-                    backend="redis",
-                ) from None
-            raise
+        await confirmed(backend, waiter, run_id, lambda: self.detach(sub))
         return sub
 
     def detach(self, sub: LiveSub) -> None:

@@ -61,6 +61,24 @@ class LiveSub(Feed[Item]):
         return self.items.popleft()
 
 
+async def confirmed(
+    backend: RedisBackend, waiter: asyncio.Future[None], run_id: str, undo: Any
+) -> None:
+    """Wait for the server to confirm a follower's subscription; on a timeout (or any
+    failure) ``undo()`` it, and a timeout is one clear error."""
+    try:
+        await asyncio.wait_for(waiter, backend.command_timeout)
+    except BaseException as exc:
+        undo()
+        if isinstance(exc, asyncio.TimeoutError):
+            raise BackendSubscribeError(
+                f"Redis at {backend.masked_url} did not confirm the subscription to run "
+                f"{run_id!r} within {backend.command_timeout:g} s",
+                backend="redis",
+            ) from None
+        raise
+
+
 class PubSubHub:
     """The backend's one Pub/Sub connection, shared by every local follower."""
 
@@ -99,17 +117,7 @@ class PubSubHub:
         elif self._link is not None and channel not in self._requested:
             self._requested.add(channel)
             self._link.send("SUBSCRIBE", channel)
-        try:
-            await asyncio.wait_for(waiter, self._backend.command_timeout)
-        except BaseException as exc:
-            self.detach(sub)
-            if isinstance(exc, asyncio.TimeoutError):
-                raise BackendSubscribeError(
-                    f"Redis at {self._backend.masked_url} did not confirm the subscription to "
-                    f"run {run_id!r} within {self._backend.command_timeout:g} s",
-                    backend="redis",
-                ) from None
-            raise
+        await confirmed(self._backend, waiter, run_id, lambda: self.detach(sub))
         return sub
 
     def detach(self, sub: LiveSub) -> None:
