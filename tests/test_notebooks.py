@@ -24,6 +24,7 @@ TUTORIALS = (
     "02-redis-many-processes",
     "03-tracing-your-agent",
     "04-dockfile-config",
+    "05-frameworks",
 )
 CELL_TIMEOUT = 60  # seconds per cell; the slowest tutorial cell takes a few seconds
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -38,6 +39,11 @@ EXPECTED_VIEWS: dict[str, list[tuple[str, str, bool]]] = {
     "02-redis-many-processes": [("tour-*", "complete", True)],
     "03-tracing-your-agent": [("agent-sync-*", "complete", True)],
     "04-dockfile-config": [("dockfile-run", "complete", True)],
+    "05-frameworks": [
+        ("frameworks-langgraph", "complete", True),
+        ("frameworks-openai", "complete", True),
+        ("frameworks-otel", "complete", True),
+    ],
 }
 
 
