@@ -6,10 +6,10 @@ the timed loop on both sides (the strict variant of the bench's publish rows), a
 ``curves.md`` (table, machine, command) and ``curves.png`` (log-log, one panel per metric).
 
 Memory is bytes per stored event under tracemalloc, measured in a fill of its own (tracemalloc
-slows allocation, so no timed figure comes from a traced fill). Redis is measured on the
-events-per-run axis only: publish cost there is the time of the last ``REDIS_SAMPLE`` events
-published one by one onto a run already holding the rest (written by the fast path), and the
-server's memory is not Python's, so it has no memory figure.
+slows allocation, so no timed figure comes from a traced fill). On Redis, publishing every
+event one by one would take minutes, so runs are written by the fast path and only the last
+``REDIS_SAMPLE`` events are published one by one and timed; the server's memory is not
+Python's, so Redis has no memory figure.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import gc
 import logging
 import statistics
 import sys
+import tempfile
 import time
 import tracemalloc
 import uuid
@@ -40,10 +41,10 @@ RESULTS_SECTION = """## Scale curves
 
 How publish cost (µs per event), replay time (whole run and last 100) and memory (bytes per
 stored event, tracemalloc) grow with events per run (1,000 to 100,000) and with the number of
-runs (1 to 10,000 runs of 10 events, so both axes end at 100,000 stored events), both sides in
-one process, Dockrion's logging off and events built in the timed loop: table in
-[curves.md](curves.md), log-log plot in [curves.png](curves.png). Made by
-`python -m bench.curves` (about 2-3 minutes; `--quick` for small sizes, `--output-dir` to write
+runs (1 to 10,000 runs of 10 events, so both axes end at 100,000 stored events), on the memory
+backend and on Redis, both sides in one process, Dockrion's logging off and events built in the
+timed loop: table in [curves.md](curves.md), log-log plot in [curves.png](curves.png). Made by
+`python -m bench.curves` (about 2 minutes; `--quick` for small sizes, `--output-dir` to write
 elsewhere, `--no-redis` for the memory backend only), separately from `python -m bench`."""
 REDIS_SAMPLE = 1000  # events timed one by one per Redis point
 TAIL = 100
@@ -180,7 +181,9 @@ class Curves:
                 try:
                     self.server = await ceiling.server_version(self.raw)
                     for n in self.plan.events:
-                        await self.redis_point(n)
+                        await self.redis_point("events", n, 1, n)
+                    for r in self.plan.runs:
+                        await self.redis_point("runs", r, r, self.plan.per_run)
                 finally:
                     await ceiling.delete_run_keys(self.raw, self.marker)
                     await self.raw.aclose()
@@ -224,32 +227,45 @@ class Curves:
                 )
             )
 
-    async def redis_point(self, n: int) -> None:
-        sample = min(self.plan.redis_sample, n)
+    async def redis_point(self, axis: str, size: int, runs: int, per_run: int) -> None:
+        """Fill by the fast path, then time the last ``redis_sample`` events one by one (the
+        last of one run, or all events of the last runs) and replay a run from the middle."""
+        total = runs * per_run
+        timed_runs = max(1, min(runs, self.plan.redis_sample // per_run))
+        sample = min(self.plan.redis_sample, per_run) if runs == 1 else per_run
         times: dict[str, dict[str, list[float]]] = {
             impl: {"publish": [], "whole": [], "tail": []} for impl in SIDES
         }
-        for r in range(self.repeats(n)):
+        for r in range(self.repeats(total)):
             for impl in SIDES[r % 2 :] + SIDES[: r % 2]:
-                self.log(f"redis events={n:,}: {impl}, repeat {r + 1}")
-                run_id = self.rid("r")
+                self.log(f"redis {axis}={size:,}: {impl}, repeat {r + 1}")
+                # one prefix per fill, so one keyspace scan deletes all its runs
+                prefix = f"{self.rid('r')}-k"
+                run_ids = [f"{prefix}{k}" for k in range(runs)]
                 try:
                     async with self.side(impl, "redis") as side:
-                        await scenarios.populate(side, run_id, n - sample, self.raw)
-                        seconds = await publish_loop(side, [run_id], sample, start=n - sample)
-                        times[impl]["publish"].append(seconds / sample)
-                        whole, tail = await replay(side, run_id, n)
+                        fill = per_run - sample
+                        for k, run_id in enumerate(run_ids):
+                            full = k < runs - timed_runs
+                            if full or fill:
+                                n = per_run if full else fill
+                                await scenarios.populate(side, run_id, n, self.raw)
+                        seconds = await publish_loop(
+                            side, run_ids[runs - timed_runs :], sample, start=per_run - sample
+                        )
+                        times[impl]["publish"].append(seconds / (timed_runs * sample))
+                        whole, tail = await replay(side, run_ids[runs // 2], per_run)
                         times[impl]["whole"].append(whole)
                         if tail is not None:
                             times[impl]["tail"].append(tail)
                 finally:
-                    await ceiling.delete_run_keys(self.raw, run_id)
+                    await ceiling.delete_run_keys(self.raw, prefix)
         for impl in SIDES:
             t = times[impl]
             self.points.append(
                 Point(
-                    "events",
-                    n,
+                    axis,
+                    size,
                     impl,
                     "redis",
                     publish_us=statistics.median(t["publish"]) * 1e6,
@@ -354,13 +370,12 @@ Plot: [curves.png](curves.png).
 - bytes/event: `tracemalloc` current size after a fresh bus is filled (models, the run's log,
   the bus's bookkeeping, after `gc.collect()`), divided by the events stored; in a separate
   fill, never in a timed one. Memory backend only.
-- Redis (events axis only): the run is written by each side's fast path (ours `publish_many`,
-  Dockrion raw pipelined XADD in the fields its `store_event` writes), then the last
-  {plan.redis_sample:,} events are published one by one and timed (built in the loop); replay as
-  above. The runs axis on Redis is not measured here (each run is its own stream key, so
-  it would time the server's keyspace, and {plan.runs[-1]:,} runs' keys on a shared server
-  did not fit this change's budget). The server's
-  memory is not Python's, so Redis has no bytes/event figure.
+- Redis: each run is written by each side's fast path (ours `publish_many`, Dockrion raw
+  pipelined XADD in the fields its `store_event` writes), then {plan.redis_sample:,} events are
+  published one by one and timed, built in the loop: the last ones of the one run (events
+  axis), or every event of the last runs (runs axis); replay as above. Keys use a unique
+  prefix and are deleted after each fill. The server's memory is not Python's, so Redis has
+  no bytes/event figure.
 """
 
 
@@ -376,7 +391,7 @@ def plot(points: list[Point], path: Path) -> None:
         ("replay", "replay, ms (solid: whole run; dashed: last 100)"),
         ("bytes_per_event", "memory, bytes per stored event"),
     )
-    axes_names = (("events", "events in one run"), ("runs", "runs (same events each)"))
+    axes_names = (("events", "events in one run"), ("runs", "runs (same events in each)"))
     fig, grid = plt.subplots(2, 3, figsize=(15, 8.5), squeeze=False)
     colours = {OURS: "tab:blue", DOCKRION: "tab:orange"}
     names = {OURS: "dockrion-nb", DOCKRION: "Dockrion 0.0.3"}
@@ -461,8 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output-dir",
         type=Path,
-        default=HERE,
-        help="where curves.md and curves.png go (default: bench/)",
+        help="where curves.md and curves.png go (default: bench/; with --quick a new temporary "
+        "directory, so a quick run never overwrites the committed curves)",
     )
     parser.add_argument(
         "--redis-url",
@@ -473,9 +488,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     flags = [f for f, on in (("--quick", args.quick), ("--no-redis", args.no_redis)) if on]
     command = " ".join(["python -m bench.curves", *flags])
+    output_dir = args.output_dir or (
+        Path(tempfile.mkdtemp(prefix="bench-curves-")) if args.quick else HERE
+    )
     result = run_curves(
         QUICK if args.quick else FULL,
-        args.output_dir,
+        output_dir,
         None if args.no_redis else args.redis_url,
         command,
     )
