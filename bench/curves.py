@@ -48,6 +48,7 @@ timed loop: table in [curves.md](curves.md), log-log plot in [curves.png](curves
 elsewhere, `--no-redis` for the memory backend only), separately from `python -m bench`."""
 REDIS_SAMPLE = 1000  # events timed one by one per Redis point
 TAIL = 100
+READS = 3  # replay reads per fill
 
 
 @dataclass(frozen=True)
@@ -122,13 +123,18 @@ async def publish_loop(side: Side, run_ids: list[str], per_run: int, start: int 
     return time.perf_counter() - t0
 
 
-async def replay(side: Side, run_id: str, total: int) -> tuple[float, float | None]:
+async def replay(
+    side: Side, run_id: str, total: int, reads: int = READS
+) -> tuple[float, float | None]:
+    """Median of ``reads`` reads of the whole run and of its last ``TAIL`` events (reads are
+    cheap beside a fill, and one read of a small run is mostly noise)."""
     first = 1 if side.impl == OURS else 0
-    whole = await scenarios.timed_read(side, run_id, first, total)
-    tail = None
-    if total > TAIL:
-        tail = await scenarios.timed_read(side, run_id, total - TAIL + 1, TAIL)
-    return whole, tail
+    wholes, tails = [], []
+    for _ in range(reads):
+        wholes.append(await scenarios.timed_read(side, run_id, first, total))
+        if total > TAIL:
+            tails.append(await scenarios.timed_read(side, run_id, total - TAIL + 1, TAIL))
+    return statistics.median(wholes), statistics.median(tails) if tails else None
 
 
 async def traced_bytes(side: Side, run_ids: list[str], per_run: int) -> float:
@@ -366,7 +372,8 @@ Plot: [curves.png](curves.png).
 - replay: `get_events` of one run (parsed models on both sides): the whole run, and the last
   {TAIL} events (`from_sequence` = total - {TAIL - 1}). Runs axis: a run from the middle of the
   store (its whole run is {plan.per_run} events, so it has no separate last-{TAIL} figure).
-- Medians of {plan.repeats} repeats for points of up to 10,000 events in all, one run above.
+- Medians of {plan.repeats} repeats (fills) for points of up to 10,000 events in all, one
+  above; each replay figure is the median of {READS} reads of a fill.
 - bytes/event: `tracemalloc` current size after a fresh bus is filled (models, the run's log,
   the bus's bookkeeping, after `gc.collect()`), divided by the events stored; in a separate
   fill, never in a timed one. Memory backend only.
