@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import beyond, ceiling, limits, scenarios
+from .curves import RESULTS_SECTION as CURVES_SECTION
 from .progress import Progress
 from .report import ProfileRun, Row, Target, load_average, machine, table
 from .scenarios import Delivery, Latency, median, percentile
@@ -1008,6 +1009,8 @@ def results_markdown(
         )
         + "; every "
         "key the bench created is deleted.",
+        "",
+        CURVES_SECTION,
     ]
     if profs:
         out += ["", "## Profiles of missed targets (ours, cProfile, sorted by own time)", ""]
