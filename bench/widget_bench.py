@@ -12,8 +12,8 @@ Figures (keys ending in ``_per_s`` are events per second, ``_s`` seconds):
 - ``replay_10k_render_s`` / ``replay_100k_render_s``: a finished run already stored; from
   creating the view to the last event drawn (subscription, batching, transport, drawing).
 - ``replay_100k_browser_only_s``: the same 100,000 events handed to the page as the kernel
-  would send them (5,000 per message, 20 messages a second), to the last draw: the browser's
-  share alone.
+  sends a stored run (``REPLAY_BATCH`` per message, 20 messages a second), to the last draw:
+  the browser's share alone.
 - ``publish_only_per_s``: the same publishing loop with no view (the publisher's own limit).
 - ``jupyterlab_publish_to_render_per_s``: in real JupyterLab, from the first publish in the
   kernel to the last event drawn in the page (Jupyter's comm and websocket included).
@@ -45,7 +45,7 @@ from browser_harness import (  # noqa: E402
 
 from dockrion_nb.engine import Engine  # noqa: E402
 from dockrion_nb.events import BaseEvent, CompleteEvent, TokenEvent  # noqa: E402
-from dockrion_nb.widget import MAX_BATCH, MSG_INTERVAL, encode_events  # noqa: E402
+from dockrion_nb.widget import MSG_INTERVAL, REPLAY_BATCH, encode_events  # noqa: E402
 
 
 def _records(page: Any, model_id: int) -> int:
@@ -213,8 +213,8 @@ def replay_browser_only(page: Any, n: int) -> float:
         else:
             events.append(TokenEvent(run_id="b", sequence=i, timestamp=ts, content=f"w{i} "))
     msgs = []
-    for k in range(0, n, MAX_BATCH):
-        chunk = events[k : k + MAX_BATCH]
+    for k in range(0, n, REPLAY_BATCH):
+        chunk = events[k : k + REPLAY_BATCH]
         msgs.append(
             {
                 "kind": "events",
