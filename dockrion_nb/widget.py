@@ -458,10 +458,11 @@ class RunView(anywidget.AnyWidget):
     async def _follow(self, bus: EventBus) -> None:
         """Read the subscription through a queue, so that "queue empty" means caught up."""
         self._task = asyncio.current_task()
-        queue: asyncio.Queue[BaseEvent | None] = asyncio.Queue()
+        queue: asyncio.Queue[BaseEvent | object | None] = asyncio.Queue()
         room = asyncio.Event()
         room.set()
         paused = [False]  # the reader waits for room
+        resumed = object()  # the reader is back: look again whether the view has caught up
         failure: list[BaseException] = []
         after = max(self.from_sequence, self._last_seq + 1)
 
@@ -476,6 +477,8 @@ class RunView(anywidget.AnyWidget):
                         paused[0] = True  # the queue may run empty: not caught up yet
                         await room.wait()
                         paused[0] = False
+                        if queue.empty():  # the consumer may be waiting on the empty queue
+                            queue.put_nowait(resumed)
             except Exception as exc:
                 failure.append(exc)
             finally:
@@ -511,7 +514,8 @@ class RunView(anywidget.AnyWidget):
                     if event is None:
                         done = True
                         break
-                    self._accept(event)
+                    if isinstance(event, BaseEvent):  # not the reader's wake-up
+                        self._accept(event)
                 if done:
                     break
                 # an empty queue while the reader waits for room is not the end of the replay

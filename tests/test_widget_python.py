@@ -486,3 +486,22 @@ def test_an_event_the_view_cannot_send_is_noted_and_the_view_keeps_following(
         assert "object" in view.note
     finally:
         view.close()
+
+
+def test_a_replay_that_ends_where_the_reader_paused_still_goes_live(
+    engine: Engine, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reader pauses at every PUMP_HIGH_WATER events read ahead; when the stored events end
+    # exactly there, the view must still notice it has caught up (and say "live").
+    monkeypatch.setattr(widget_module, "PUMP_HIGH_WATER", 200)
+    monkeypatch.setattr(widget_module, "MAX_BATCH", 100)
+    monkeypatch.setattr(widget_module, "REPLAY_BATCH", 1000)
+    publish_run(engine, run_id, 396, finish=False)  # 400 stored events, two read-aheads
+    view = CapturingRunView(run_id, engine=engine)
+    wait_until(lambda: len(view.events) == 400 and view.connection == "live")
+    ctx = engine.context(run_id)
+    ctx.sync_emit_complete({"ok": True})
+    assert view.wait(10) == "complete"
+    wait_until(lambda: not view.following)
+    assert wire_sequences(view) == list(range(1, 402))
+    view.close()
