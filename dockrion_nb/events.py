@@ -595,7 +595,10 @@ def summarize(event: BaseEvent) -> str:
             kind = f" ({d['kind']})" if d.get("kind") else ""
             return f"{d.get('node_name', '')} started{kind}"
         case _ if event.type == "custom:llm_usage":
-            used = f"{d.get('input_tokens')} in, {d.get('output_tokens')} out"
+            if d.get("input_tokens") is None and d.get("output_tokens") is None:
+                used = "usage not reported"  # e.g. a streamed fake model
+            else:
+                used = f"{d.get('input_tokens')} in, {d.get('output_tokens')} out"
             return f"{d.get('model') or 'LLM'}: {used}"
         case _:
             return _preview(d, 100) if d else ""

@@ -150,7 +150,11 @@ function summarize(r) {
       s = `${str(d.node_name)} started${d.kind ? ` (${str(d.kind)})` : ""}`;
       break;
     case "custom:llm_usage":
-      s = `${d.model ? str(d.model) : "LLM"}: ${str(d.input_tokens)} in, ${str(d.output_tokens)} out`;
+      s = `${d.model ? str(d.model) : "LLM"}: ${
+        d.input_tokens == null && d.output_tokens == null
+          ? "usage not reported"
+          : `${str(d.input_tokens)} in, ${str(d.output_tokens)} out`
+      }`;
       break;
     default: {
       const rest = /** @type {Wire} */ ({});

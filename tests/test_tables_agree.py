@@ -92,6 +92,8 @@ def test_step_start_and_usage_events_have_readable_summaries() -> None:
     usage = make_event("custom:llm_usage", "r", model="gpt-x", input_tokens=12, output_tokens=40)
     assert summarize(start) == "search started (tool)"
     assert summarize(usage) == "gpt-x: 12 in, 40 out"
+    unknown = make_event("custom:llm_usage", "r", model="fake", input_tokens=None)
+    assert summarize(unknown) == "fake: usage not reported"  # not "None in, None out"
 
 
 def test_python_api_errors_name_parameters(fresh: None, run_id: str) -> None:
