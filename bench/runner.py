@@ -1020,9 +1020,21 @@ def results_markdown(
     return "\n".join(out).rstrip() + "\n"
 
 
+def output_path(output: Path | None, *, quick: bool, partial: bool) -> Path | None:
+    """Where the table goes: ``--output`` if given; else RESULTS.md, but only after a full run
+    of every row group (a quick or partial run must never replace the committed figures)."""
+    if output is not None:
+        return output
+    return None if quick or partial else RESULTS
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="about 1-2 minutes, smaller sizes")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="about 1-2 minutes, smaller sizes; printed but not written unless --output is given",
+    )
     parser.add_argument("--redis-url", help="use this server instead of a private one")
     parser.add_argument("--no-redis", action="store_true", help="memory rows only")
     parser.add_argument("--no-widget", action="store_true", help="skip the browser rows")
@@ -1052,11 +1064,10 @@ def main(argv: list[str] | None = None) -> int:
         only=args.only or ALL_GROUPS,
     )
     print(table(outcome.rows))
-    output = args.output or (None if args.only else RESULTS)
+    output = output_path(args.output, quick=args.quick, partial=args.only is not None)
     if output is None:
-        print(
-            "\nnot written: --only runs part of the table (--output FILE keeps it)", file=sys.stderr
-        )
+        why = "--quick measures smaller sizes" if args.quick else "--only runs part of the table"
+        print(f"\nnot written: {why} (--output FILE keeps it)", file=sys.stderr)
     else:
         output.write_text(outcome.markdown)
         print(f"\nwritten to {output}", file=sys.stderr)

@@ -8,12 +8,14 @@ our subscribers receive every event, Dockrion's two processes collide on sequenc
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
+from bench import runner
 from bench.progress import Progress
 from bench.report import COLUMNS, HEADER
-from bench.runner import TINY, main, parse_groups, run_bench, widget_rows
+from bench.runner import TINY, Outcome, main, parse_groups, run_bench, widget_rows
 
 pytestmark = [
     pytest.mark.redis,
@@ -104,6 +106,22 @@ def test_only_rejects_what_is_not_a_row_group(
         main(["--only", text, "--no-widget"])
     assert info.value.code == 2
     assert "--only takes row groups 1-8" in capsys.readouterr().err
+
+
+def test_quick_run_prints_and_never_overwrites_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "RESULTS.md"
+    results.write_text("committed figures\n")
+    monkeypatch.setattr(runner, "RESULTS", results)
+    monkeypatch.setattr(runner, "run_bench", lambda *a, **k: Outcome([], {}, {}, "quick md\n", 1.0))
+    assert main(["--quick", "--no-widget", "--no-redis"]) == 0
+    assert results.read_text() == "committed figures\n"
+    assert "not written: --quick" in capsys.readouterr().err
+    kept = tmp_path / "quick.md"
+    assert main(["--quick", "--no-widget", "--no-redis", "--output", str(kept)]) == 0
+    assert kept.read_text() == "quick md\n"
+    assert results.read_text() == "committed figures\n"
 
 
 def test_parse_groups_reads_comma_lists() -> None:
