@@ -996,6 +996,7 @@ def test_cli_export_exit_codes(
     assert code == 2 and f"no events for run {run_id}" in err
     ctx = engine.context(run_id, agent_name="slow")
     ctx.sync_emit_started()
+    ctx.sync_flush()  # a sync emit returns once handed off; the CLI reads what is stored
     code, _, err = cli("export", run_id, "--otlp", url, "--url", redis_url)
     assert code == 2 and "has not finished" in err and "--partial" in err
     code, out, err = cli("export", run_id, "--otlp", url, "--url", redis_url, "--partial")
