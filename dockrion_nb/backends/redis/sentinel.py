@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...redaction import masked_logger, scrub
 from ...redis_urls import RedisTarget, RedisURLError, parse_redis_url
-from .appender import Appender
+from .appender import Appender, widen_retry
 from .backend import RedisBackend
 from .errors import backoff_delay
 from .pubsub import PubSubHub
@@ -75,7 +75,7 @@ class RedisSentinelBackend(RedisBackend):
             "socket_timeout": self.command_timeout,
             "socket_connect_timeout": self.connect_timeout,
         }
-        self.sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        self.sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             list(target.nodes),
             sentinel_kwargs={
                 **timeouts,
@@ -155,7 +155,7 @@ class RedisSentinelBackend(RedisBackend):
                 attempt += 1
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def _on_switch(self, data: Any) -> None:
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
@@ -210,6 +210,7 @@ class SentinelAppender(Appender):
                 error: RedisError = RedisConnectionError(f"the master was demoted ({exc})")
             except APPEND_RETRIABLE as exc:
                 error = exc if isinstance(exc, RedisError) else RedisConnectionError(str(exc))
+                widen_retry(args)  # the master may have run it before the link broke
             await self.reconnect()  # the next try asks the sentinels where the master is
             delay = backoff_delay(attempt, RETRY_BACKOFF_CAP)
             if loop.time() + delay >= deadline:
