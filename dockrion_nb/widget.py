@@ -121,6 +121,11 @@ def encode_events(
     run_last = -1
     for event in events:
         if isinstance(event, TokenEvent) and event.sequence:
+            if not _is_utf8_text(event.content):
+                if unsendable is not None:
+                    unsendable.append((event, "content: str with a lone surrogate"))
+                run = None
+                continue
             ts = event.timestamp.timestamp()
             if run is not None and event.sequence == run_last + 1:
                 run["parts"].append(event.content)
@@ -143,7 +148,9 @@ def encode_events(
         run = None
         try:
             data = event.to_dict()
-            json.dumps(data, allow_nan=False)  # what the comm will do with it
+            # what the kernel's packer does with it (ensure_ascii=False, then UTF-8: a lone
+            # surrogate passes json.dumps' default escaping but fails there)
+            json.dumps(data, allow_nan=False, ensure_ascii=False).encode("utf-8")
         except (ValueError, TypeError, RecursionError, PydanticSerializationError) as exc:
             if unsendable is not None:
                 unsendable.append((event, f"{type(exc).__name__}: {exc}"[:200]))
@@ -151,6 +158,17 @@ def encode_events(
         data.pop("run_id", None)
         out.append(data)
     return out
+
+
+def _is_utf8_text(text: str) -> bool:
+    """Whether ``text`` survives the trip to the browser as UTF-8 (no lone surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def build_snapshot(events: Sequence[BaseEvent], limit: int = SNAPSHOT_CHARS) -> dict[str, Any]:
@@ -663,7 +681,7 @@ class RunView(anywidget.AnyWidget):
         if pending:
             last = max((e.sequence for e in pending), default=0)
             last = max(last, self._sent_upto)
-            self._emit(
+            self._emit_entries(
                 {
                     "kind": "events",
                     "prev": self._sent_upto,
@@ -675,7 +693,7 @@ class RunView(anywidget.AnyWidget):
             sent += 1
         if self._replay_requests:
             after = self._replay_requests.pop(0)
-            self._emit(self._replay_chunk(after, unsendable))
+            self._emit_entries(self._replay_chunk(after, unsendable))
             sent += 1
         if unsendable:
             self._note_unsendable(unsendable)
@@ -705,6 +723,29 @@ class RunView(anywidget.AnyWidget):
     def _emit(self, payload: dict[str, Any]) -> None:
         """One custom message to the front end (a test seam: subclasses capture it)."""
         self.send(payload)
+
+    def _emit_entries(self, payload: dict[str, Any]) -> None:
+        """``_emit`` a batch of event entries; should the comm still refuse it (``encode_events``
+        checks what it knows of), send it again without the entries it cannot pack, and say so
+        in the note: one bad event never stops a view."""
+        try:
+            self._emit(payload)
+            return
+        except (ValueError, TypeError, RecursionError) as exc:
+            first_error = f"{type(exc).__name__}: {exc}"[:200]
+        kept: list[dict[str, Any]] = []
+        dropped: list[int] = []
+        for entry in payload["events"]:
+            try:
+                json.dumps(entry, allow_nan=False, ensure_ascii=False).encode("utf-8")
+            except (ValueError, TypeError, RecursionError):
+                dropped.append(entry.get("sequence", 0))
+                continue
+            kept.append(entry)
+        self._emit({**payload, "events": kept})
+        more = f" (and {len(dropped) - 1} more)" if len(dropped) > 1 else ""
+        first = dropped[0] if dropped else "?"
+        self._set_problem_note(f"event #{first} could not be shown{more}: {first_error}")
 
     def _can_send(self) -> bool:
         """Whether messages have somewhere to go (a comm; a comparison's relay)."""
@@ -736,9 +777,12 @@ class RunView(anywidget.AnyWidget):
             self._unsendable_seen.add(id(event))
         event, why = fresh[0]
         more = f" (and {len(fresh) - 1} more)" if len(fresh) > 1 else ""
-        self._problem_note = scrub(
+        self._set_problem_note(
             f"event #{event.sequence} ({event.type}) could not be shown{more}: {why}"
         )
+
+    def _set_problem_note(self, text: str) -> None:
+        self._problem_note = scrub(text)
         end = self._end_note
         self.note = f"{end}; {self._problem_note}" if end else self._problem_note
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import redis_cleanup, require
+from jupyter_client.session import json_packer
 from servers import PrivateServer
 
 from dockrion_nb import widget as widget_module
@@ -40,6 +41,7 @@ class CapturingRunView(RunView):  # type: ignore[misc]
             self.connections.append(change["new"])
 
     def _emit(self, payload: dict[str, Any]) -> None:
+        json_packer(payload)  # what the comm does first: raises where a real send would
         self.sent.append((time.monotonic(), threading.current_thread().name, payload))
 
 
@@ -484,6 +486,79 @@ def test_an_event_the_view_cannot_send_is_noted_and_the_view_keeps_following(
         assert wire_sequences(view) == [1, 3, 4]
         assert "event #2 (checkpoint) could not be shown" in view.note
         assert "object" in view.note
+    finally:
+        view.close()
+
+
+@pytest.mark.parametrize("when", ["stored", "live"])
+def test_text_the_comm_cannot_pack_is_noted_and_the_view_keeps_following(
+    engine: Engine, when: str
+) -> None:
+    """A lone surrogate (which ``json.dumps`` escapes but the kernel's packer cannot encode as
+    UTF-8) in a foreign checkpoint and a foreign token, read from the store or live: both are
+    left out with a note, and every other event still reaches the front end."""
+    from dockrion_events import InMemoryBackend as DockrionMemory
+
+    backend = DockrionMemory()
+    engine.use(backend)
+    run_id = f"foreign-surrogate-{when}"
+    rows: list[dict[str, Any]] = [
+        {"type": "started", "sequence": 1},
+        {"type": "checkpoint", "sequence": 2, "name": "n", "data": {"o": "a\ud800b"}},
+        {"type": "token", "sequence": 3, "content": "ok "},
+        {"type": "token", "sequence": 4, "content": "bad \udfff"},
+        {"type": "token", "sequence": 5, "content": "fine"},
+        {"type": "complete", "sequence": 6},
+    ]
+
+    def write(row: dict[str, Any]) -> None:
+        event = {"run_id": run_id, **row}
+        engine.run(backend.store_event(run_id, event))
+        if when == "live":
+            engine.run(backend.publish(f"run:{run_id}", event))
+
+    if when == "stored":
+        for row in rows:
+            write(row)
+    view = CapturingRunView(run_id, engine=engine)
+    try:
+        if when == "live":
+            write(rows[0])
+            wait_until(lambda: view.status == "running")
+            for row in rows[1:]:
+                write(row)
+        assert view.wait(timeout=10) == "complete"
+        wait_until(lambda: 6 in wire_sequences(view))
+        assert wire_sequences(view) == [1, 3, 5, 6]
+        assert "event #2 (checkpoint) could not be shown (and 1 more)" in view.note
+        assert "surrogate" in view.note
+    finally:
+        view.close()
+
+
+def test_an_entry_the_checks_miss_is_dropped_from_its_batch_with_a_note(
+    engine: Engine, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the comm refuse a batch that ``encode_events`` passed, the batch goes again
+    without the entries it cannot pack: the view notes it and follows on."""
+    from dockrion_events import InMemoryBackend as DockrionMemory
+
+    monkeypatch.setattr(widget_module, "_is_utf8_text", lambda text: True)  # a check that misses
+    backend = DockrionMemory()
+    engine.use(backend)
+    for row in (
+        {"type": "started", "sequence": 1},
+        {"type": "step", "sequence": 2, "node_name": "n", "duration_ms": 1},
+        {"type": "token", "sequence": 3, "content": "bad \ud800"},
+        {"type": "complete", "sequence": 4},
+    ):
+        engine.run(backend.store_event(run_id, {"run_id": run_id, **row}))
+    view = CapturingRunView(run_id, engine=engine)
+    try:
+        assert view.wait(timeout=10) == "complete"
+        wait_until(lambda: 4 in wire_sequences(view))
+        assert wire_sequences(view) == [1, 2, 4]
+        assert "event #3 could not be shown: UnicodeEncodeError" in view.note
     finally:
         view.close()
 
