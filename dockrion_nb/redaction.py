@@ -27,6 +27,10 @@ _PLAIN_USER = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=-]+")
 # quote any of the pieces (as a "port", say).
 _DELIMITERS = re.compile(r"[/#?@:\[\]]")
 MASK = "***"
+KNOWN_SECRETS_MAX = 64
+"""Passwords remembered from the URLs this process has seen (``remember``), oldest dropped."""
+_MIN_KNOWN = 4  # shorter secrets would mask ordinary words in unrelated log lines
+_known: dict[str, None] = {}  # insertion-ordered set
 
 
 def _mask_args(text: str) -> str:
@@ -66,18 +70,39 @@ def secrets_of(url: str) -> list[str]:
     return sorted(out, key=len, reverse=True)
 
 
+def remember(url: str) -> None:
+    """Keep ``url``'s password, so ``scrub`` removes it from any later text even where no URL
+    pattern finds it (a password with a quote or a space in it, quoted in a ``repr``, cuts the
+    URL short). Called for every Redis URL the package parses or is given to mask."""
+    match = _SCHEME.match(url)
+    rest = url[match.end() :] if match else url
+    user, sep, password = rest[: max(rest.rfind("@"), 0)].partition(":")
+    found = [password if sep else user] + [m["value"] for m in _SECRET_ARG.finditer(rest)]
+    for secret in found:
+        for form in (secret, unquote(secret)):
+            if len(form) >= _MIN_KNOWN and form not in _known:
+                _known[form] = None
+                if len(_known) > KNOWN_SECRETS_MAX:
+                    del _known[next(iter(_known))]
+
+
 def scrub(text: str, *urls: str) -> str:
-    """``text`` with every URL in it masked, and the secrets of each given URL removed
-    wherever else they appear (an error that quotes a password on its own)."""
+    """``text`` with every URL in it masked, and the secrets of each given URL (and of every
+    URL remembered earlier) removed wherever else they appear (an error that quotes a
+    password on its own)."""
     for url in urls:
         if not url:
             continue
+        remember(url)
         masked = mask_url(url)
         if masked != url:
             text = text.replace(url, masked)
         for secret in secrets_of(url):
             text = text.replace(secret, MASK)
     text = _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text)
+    for secret in sorted(_known, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
     return _mask_args(text)
 
 
@@ -107,4 +132,12 @@ def masked_logger(name: str) -> logging.Logger:
     return logger
 
 
-__all__ = ["MASK", "ScrubbingFilter", "mask_url", "masked_logger", "scrub", "secrets_of"]
+__all__ = [
+    "MASK",
+    "ScrubbingFilter",
+    "mask_url",
+    "masked_logger",
+    "remember",
+    "scrub",
+    "secrets_of",
+]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import parse_qsl, unquote
 
-from .redaction import mask_url, scrub
+from .redaction import mask_url, remember, scrub
 
 Topology = Literal["single", "cluster", "sentinel"]
 PubSubMode = Literal["auto", "sharded", "classic"]
@@ -79,6 +79,7 @@ def topology_of(url: str) -> Topology:
 def parse_redis_url(url: str) -> RedisTarget:
     """The deployment ``url`` names; raises ``RedisURLError`` saying what is wrong."""
     url = url.strip()
+    remember(url)  # its password is masked in any text from now on, however it is quoted
     match = _SCHEME.match(url)
     scheme = match["scheme"].lower() if match else ""
     if scheme not in DEFAULT_PORTS:

@@ -150,6 +150,26 @@ def test_log_lines_are_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
     assert PW not in caplog.text and "redis://***@host" in caplog.text
 
 
+@pytest.mark.parametrize("password", [f"a'{PW}", f'a"{PW}', f"a {PW}", f"a`{PW}"])
+def test_a_password_that_cuts_a_url_short_is_still_scrubbed_from_log_lines(
+    password: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A quote or space in a password ends the URL where a text scan looks for it; the
+    password of a URL the package has parsed is removed from any later text all the same."""
+    from dockrion_nb.backends.redis import RedisBackend
+    from dockrion_nb.redaction import masked_logger
+
+    url = f"redis://:{password}@127.0.0.1:1/0"
+    RedisBackend(url)
+    cfg = StreamingConfig.from_mapping({"backend": "redis", "redis": {"url": url}})
+    log = masked_logger("dockrion_nb.test-secrets")
+    with caplog.at_level(logging.INFO, logger="dockrion_nb.test-secrets"):
+        log.info("settings %r", {"url": url})
+        log.info("plain %s and alone %s", url, password)
+    for text in (caplog.text, scrub(f"cfg(url={url!r})"), scrub(str(cfg.redis.__dict__))):
+        assert PW not in text
+
+
 def test_cluster_and_sentinel_backends_never_show_a_password() -> None:
     from dockrion_nb.backends.redis import RedisBackend
 

@@ -23,7 +23,7 @@ from ...events import (
     check_wire,
     validate_run_id,
 )
-from ...redaction import mask_url, masked_logger, scrub
+from ...redaction import mask_url, masked_logger, remember, scrub
 from ...redis_urls import topology_of
 from ..base import (
     BackendClosedError,
@@ -107,6 +107,7 @@ class RedisBackend:
             raise ValueError(f"connection_pool_size must be >= 1, not {connection_pool_size}")
         self.url = url
         self.masked_url = mask_url(url)
+        remember(url)
         self.stream_ttl_seconds = stream_ttl_seconds
         self.max_events_per_run = max_events_per_run
         self.connection_pool_size = connection_pool_size
