@@ -335,6 +335,34 @@ async def test_a_publish_retried_after_a_timeout_is_not_stored_twice(
     await bus.close()
 
 
+async def test_a_retry_after_others_wrote_to_the_run_is_not_stored_twice(
+    private_redis: PrivateServer, run_id: str
+) -> None:
+    """The unanswered batch was stored after all, then another writer appended: the retry
+    finds the batch among the newest entries (not only the newest one) and stores nothing."""
+    bus = EventBus(RedisBackend(private_redis.url, command_timeout=0.5))
+    other = EventBus(RedisBackend(private_redis.url))
+    await bus.publish(run_id, TokenEvent(run_id=run_id, content="first"))
+    batch = [TokenEvent(run_id=run_id, content=f"unanswered {i}") for i in range(2)]
+    assert private_redis.proc is not None
+    private_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(BackendConnectionError, match=r"publishing the same events again is"):
+            await bus.publish_many(run_id, batch)
+    finally:
+        private_redis.proc.send_signal(signal.SIGCONT)
+    await asyncio.sleep(0.3)  # the server wakes and runs the unanswered script
+    await other.publish_many(
+        run_id, [TokenEvent(run_id=run_id, content=f"other {i}") for i in range(3)]
+    )
+    retried = await bus.publish_many(run_id, batch)  # the retry
+    assert [e.sequence for e in retried] == [2, 3]  # the sequences the batch got the first time
+    contents = [e.content for e in await bus.get_events(run_id)]  # type: ignore[attr-defined]
+    assert contents == ["first", "unanswered 0", "unanswered 1", "other 0", "other 1", "other 2"]
+    await other.close()
+    await bus.close()
+
+
 async def test_tail_replay_reads_only_the_tail(backend: RedisBackend, run_id: str) -> None:
     backend.max_events_per_run = 20_000
     bus = EventBus(backend)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -22,7 +23,7 @@ from ..base import (
 )
 from ..gapless import sequence_of
 from .link import CommandLink
-from .script import APPEND_LUA, APPEND_SHA, PING, dumps, pack
+from .script import APPEND_LUA, APPEND_SHA, PING, RETRY_WINDOW, WINDOW_ARG, dumps, pack
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -41,6 +42,13 @@ def _retry_id(events: Sequence[EventDict]) -> str:
     return ""
 
 
+def widen_retry(args: list[str | int]) -> None:
+    """Make a script call about to be sent again look for its batch among the newest
+    ``RETRY_WINDOW`` entries: the first attempt may have run, and others may have written
+    since."""
+    args[WINDOW_ARG] = RETRY_WINDOW
+
+
 class Appender:
     """Runs the append script. Concurrent appends pipeline on one link, each awaiting its own
     reply: no pool locking and no task per command on the path of every published event."""
@@ -57,6 +65,10 @@ class Appender:
         # Each run's key names (stream, counter, run state), channel and publish command, from
         # the backend's layout, made once.
         self._names: dict[str, tuple[str, str, str, str, str]] = {}
+        # Retry ids of batches whose append failed after it was sent (a timeout, a dropped
+        # connection): they may be stored, so the next append of the same batch has the script
+        # look through the newest RETRY_WINDOW entries for it, not only the newest one.
+        self._uncertain: dict[str, None] = {}
 
     async def append(
         self, run_id: str, events: Sequence[EventDict], *, publish: bool, assign: bool
@@ -68,14 +80,16 @@ class Appender:
         if names is None:
             names = self._names_of(run_id)
         stream, counter, runstate, channel, command = names
+        retry_id = _retry_id(events)
         args: list[str | int] = [
             backend.max_events_per_run,
             backend.stream_ttl_seconds,
             channel if publish else "",
             "1" if assign else "0",
             self._floors.get(run_id, 0),
-            _retry_id(events),
+            retry_id,
             command,
+            RETRY_WINDOW if retry_id in self._uncertain else 1,
         ]
         for event in events:
             seq = sequence_of(event)
@@ -94,7 +108,10 @@ class Appender:
                 ) from None
             raise self._publish_error(run_id, exc) from None
         except (RedisError, OSError) as exc:
+            if isinstance(exc, RedisTimeoutError | RedisConnectionError | OSError):
+                self._maybe_stored(retry_id)  # sent, perhaps run: a retry must look further back
             raise self._publish_error(run_id, exc) from None
+        self._uncertain.pop(retry_id, None)
         top = max((int(seq) for seq in seqs), default=0)
         if top > self._floors.get(run_id, 0):
             if run_id not in self._floors and len(self._floors) >= FLOORS_KEPT:
@@ -103,6 +120,12 @@ class Appender:
         if assign:
             for event, seq in zip(events, seqs, strict=True):
                 event["sequence"] = int(seq)
+
+    def _maybe_stored(self, retry_id: str) -> None:
+        if retry_id:
+            self._uncertain[retry_id] = None
+            if len(self._uncertain) > FLOORS_KEPT:
+                del self._uncertain[next(iter(self._uncertain))]
 
     def _names_of(self, run_id: str) -> tuple[str, str, str, str, str]:
         layout = self._backend.layout

@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...redis_urls import RedisTarget, RedisURLError, parse_redis_url
 from ..base import BackendConnectionError, EventDict
-from .appender import Appender
+from .appender import Appender, widen_retry
 from .backend import RedisBackend
 from .cluster_hub import ClusterHub
 from .decode import as_sent
@@ -198,6 +198,7 @@ class ClusterAppender(Appender):
                         return await self._run_script(cluster, keys, args)
                     except APPEND_RETRIABLE as exc:
                         last = exc
+                        widen_retry(args)  # a node may have run it before the link broke
                     await asyncio.sleep(backoff_delay(attempt, RETRY_BACKOFF_CAP))
                     attempt += 1
         except TimeoutError:

@@ -13,40 +13,54 @@ from typing import Any
 # the caller has written to the run; numbering never goes below it, even if the server lost
 # the run), retry id (the id of the batch's last event, or ''), publish command ('PUBLISH', or
 # 'SPUBLISH' for a cluster's sharded Pub/Sub, whose channel is then in the stream's slot too),
-# then (json, given sequence, type) per event.
+# retry window (how many of the newest entries to look for the retry id in: 1 on a first
+# attempt, RETRY_WINDOW when the caller knows an earlier attempt may have been stored), then
+# (json, given sequence, type) per event.
 # Returns the sequences as stored. A run whose numbering would pass 2**53-1 (past it, doubles
 # such as Lua's numbers cannot tell two sequences apart) is refused before anything is written.
-# A retry of a batch that was stored after all (its last event is the stream's last entry, by
-# event id: the caller timed out, the server then ran the script) stores nothing again and
-# returns the sequences the batch got.
+# A retry of a batch that was stored after all (its last event is among the window's newest
+# entries, by event id: the caller timed out, the server then ran the script, other writers
+# may have appended since) stores nothing again and returns the sequences the batch got.
 APPEND_LUA = """
 local stream, counter_key = KEYS[1], KEYS[2]
 local maxlen, ttl, channel, assign = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
 local counter = tonumber(redis.call('GET', counter_key) or '0') or 0
 local floor = tonumber(ARGV[5]) or 0
-local retry_id, publish = ARGV[6], ARGV[7]
-local events = (#ARGV - 7) / 3
+local retry_id, publish, window = ARGV[6], ARGV[7], tonumber(ARGV[8]) or 1
+local events = (#ARGV - 8) / 3
 if floor > counter then counter = floor end
-local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-if last[1] then
-  local fields = last[1][2]
-  for i = 1, #fields, 2 do
-    if fields[i] == 'sequence' then
-      local s = tonumber(fields[i + 1])
-      if s and s > counter then counter = s end
-    elseif fields[i] == 'data' and retry_id ~= '' and
-        string.find(fields[i + 1], '"id":"' .. retry_id .. '"', 1, true) then
-      local stored = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', events)
-      if #stored == events then
+local function field(entry, name)
+  local f = entry[2]
+  for k = 1, #f, 2 do
+    if f[k] == name then return f[k + 1] end
+  end
+  return nil
+end
+local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+if newest[1] then
+  local s = tonumber(field(newest[1], 'sequence'))
+  if s and s > counter then counter = s end
+end
+if retry_id ~= '' and newest[1] then
+  local needle = '"id":"' .. retry_id .. '"'
+  local recent = newest
+  if window > 1 then
+    recent = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', window + events)
+  end
+  for j = 1, math.min(#recent, window) do
+    local data = field(recent[j], 'data')
+    if data and string.find(data, needle, 1, true) then
+      if window == 1 then
+        recent = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', events)
+      end
+      if j + events - 1 <= #recent then
         local out = {}
-        for j = #stored, 1, -1 do
-          local f = stored[j][2]
-          for k = 1, #f, 2 do
-            if f[k] == 'sequence' then out[#out + 1] = tonumber(f[k + 1]) or 0 end
-          end
+        for m = j + events - 1, j, -1 do
+          out[#out + 1] = tonumber(field(recent[m], 'sequence')) or 0
         end
         return out
       end
+      break
     end
   end
 end
@@ -55,7 +69,7 @@ if counter > 9007199254740991 then
 end
 if assign then
   local unnumbered = 0
-  for i = 9, #ARGV, 3 do
+  for i = 10, #ARGV, 3 do
     if (tonumber(ARGV[i]) or 0) <= 0 then unnumbered = unnumbered + 1 end
   end
   if counter + unnumbered > 9007199254740991 then
@@ -63,7 +77,7 @@ if assign then
   end
 end
 local out = {}
-for i = 8, #ARGV, 3 do
+for i = 9, #ARGV, 3 do
   local body, given, etype = ARGV[i], tonumber(ARGV[i + 1]) or 0, ARGV[i + 2]
   local seq, data = given, body
   if given > 0 then
@@ -86,6 +100,10 @@ if counter > 0 then redis.call('SET', counter_key, string.format('%d', counter),
 return out
 """
 APPEND_SHA = hashlib.sha1(APPEND_LUA.encode()).hexdigest()  # what EVALSHA names it by
+WINDOW_ARG = 7
+"""Index of the retry window in the script's ARGV list (0-based, as the caller builds it)."""
+RETRY_WINDOW = 10_000
+"""Newest entries a retry looks through for its batch: other writers' appends in between."""
 
 
 # One encoder for every call: ``json.dumps`` with options builds a new one each time.
