@@ -461,6 +461,35 @@ def test_redis_view_shows_reconnecting_and_resumes_after_a_restart(
         server.close()
 
 
+def test_no_trait_message_or_saved_output_of_a_view_shows_the_redis_password(
+    engine: Engine, run_id: str
+) -> None:
+    """The view's notes (a lost server, a failed status read) quote errors that name the
+    server: every trait value it ever takes, every message and the static output it saves
+    show the URL masked."""
+    secret = "view-pw-s3cr3t"
+    server = PrivateServer(password=secret)
+    server.start()
+    try:
+        engine.use({"backend": "redis", "redis": {"url": server.url}})
+        ctx = engine.context(run_id)
+        ctx.sync_emit_started()
+        view = CapturingRunView(run_id, engine=engine)
+        seen: list[str] = []
+        view.observe(lambda change: seen.append(repr(change["new"])))
+        wait_until(lambda: view.connection == "live" and len(view.events) == 1)
+        server.stop()
+        wait_until(lambda: view.connection == "reconnecting" and bool(view.note), timeout=20)
+        assert "127.0.0.1" in view.note  # the note names the server...
+        view.refresh_static()
+        saved = repr(view._repr_mimebundle_())
+        texts = [*seen, repr(view.get_state()), saved, *(repr(p) for _, _, p in view.sent)]
+        assert all(secret not in text for text in texts)  # ...never its password
+        view.close()
+    finally:
+        server.close()
+
+
 def test_an_event_the_view_cannot_send_is_noted_and_the_view_keeps_following(
     engine: Engine,
 ) -> None:
