@@ -95,10 +95,14 @@ class Collector:
         with self._cond:
             return self._cond.wait_for(predicate, timeout)
 
-    def gated(self, script: Script) -> list[Chunk]:
-        """The script's chunks, each held until the steps and tokens before it were seen."""
-        steps = self.count(STEP_START_TYPE) + 1
-        tokens = self.count("token")
+    def gated(
+        self, script: Script, *, calls_before: int = 0, tokens_before: int = 0
+    ) -> list[Chunk]:
+        """The script's chunks, each held until the steps and tokens before it were seen.
+        ``calls_before``/``tokens_before``: what calls scripted earlier for the same run, not
+        made yet, will have published before this one starts."""
+        steps = self.count(STEP_START_TYPE) + 1 + calls_before
+        tokens = self.count("token") + tokens_before
         chunks = []
         for data, produces in script:
 
@@ -730,6 +734,49 @@ text
     }
     assert not hasattr(vars(OPENAI_SDK.sync_client)["request"], "_dockrion_nb_original")
     assert not hasattr(vars(ANTHROPIC_SDK.async_client)["request"], "_dockrion_nb_original")
+
+
+def test_publish_instrument_cell_streams_reach_a_follower_while_the_cell_runs(
+    ip: Any, run_id: str, server: SseServer
+) -> None:
+    """Each chunk of both streams is held until a follower of the run has seen what the one
+    before carried, so the cell ends only if its tokens were published while it ran."""
+    live = Collector(get_engine(), run_id)
+    try:
+        gpt = openai_chat_chunks(GPT, ["Hel", "lo"], usage={"prompt": 2, "completion": 2})
+        claude = anthropic_events(CLAUDE, ["Y", "o"], input_tokens=3, output_tokens=2)
+        server.expect(
+            Reply(chunks=live.gated(gpt)),
+            Reply(chunks=live.gated(claude, calls_before=1, tokens_before=sum(n for _, n in gpt))),
+        )
+        ip.user_ns["BASE"] = server.url
+        cell = """
+import openai, anthropic
+gpt = openai.OpenAI(base_url=BASE + "/v1", api_key="sk-test", max_retries=0)
+text = "".join(c.choices[0].delta.content or "" for c in gpt.chat.completions.create(
+    model="gpt-test-1", messages=[{"role": "user", "content": "hi"}], stream=True,
+    stream_options={"include_usage": True}) if c.choices)
+claude = anthropic.Anthropic(base_url=BASE, api_key="sk-ant-test", max_retries=0)
+with claude.messages.stream(model="claude-test-1", max_tokens=5,
+                            messages=[{"role": "user", "content": "hi"}]) as s:
+    text += "".join(s.text_stream)
+text
+"""
+        assert ip.run_cell_magic("publish", f"{run_id} --instrument", cell) == "HelloYo"
+
+        assert server.late == []
+        assert live.wait_until(lambda: live.count("complete") == 1)
+        followed = [e.model_dump() for e in live.events]
+        engine = get_engine()
+        assert followed == [e.model_dump() for e in engine.run(engine.bus.get_events(run_id))]
+        assert shape(followed) == [
+            ("started",),
+            *streamed_call("openai.chat.completions", ["Hel", "lo"], "stop"),
+            *streamed_call("anthropic.messages", ["Y", "o"], "end_turn"),
+            ("complete",),
+        ]
+    finally:
+        live.close()
 
 
 def test_importing_the_instrument_door_imports_no_sdk() -> None:
