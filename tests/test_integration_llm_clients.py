@@ -603,6 +603,52 @@ async def test_anthropic_async_messages_stream_helper_is_live(
     )
 
 
+def test_anthropic_sync_messages_stream_helper_is_live(
+    engine: Engine, run_id: str, server: SseServer, live: Collector
+) -> None:
+    tokens = ["Gu", "ten", " Tag"]
+    script = anthropic_events(CLAUDE, tokens, input_tokens=6, output_tokens=3)
+    server.expect(Reply(chunks=live.gated(script)))
+    client = anthropic_client(server, engine.context(run_id))
+
+    with client.messages.stream(model=CLAUDE, max_tokens=8, messages=USER) as stream:
+        texts = list(stream.text_stream)
+        final = stream.get_final_message()
+
+    assert server.late == []
+    assert texts == tokens and final.usage.output_tokens == 3
+    events = stored(engine, run_id)
+    assert shape(events) == streamed_call("anthropic.messages", tokens, "end_turn")
+    usage = one(events, LLM_USAGE_TYPE)
+    assert (usage["input_tokens"], usage["output_tokens"], usage["model"]) == (6, 3, CLAUDE)
+
+
+async def test_anthropic_async_create_stream_is_live_in_order_once(
+    engine: Engine, run_id: str, server: SseServer, live: Collector
+) -> None:
+    tokens = ["Ho", "la", "!"]
+    script = anthropic_events(
+        CLAUDE, tokens, input_tokens=4, output_tokens=3, stop_reason="stop_sequence"
+    )
+    server.expect(Reply(chunks=live.gated(script)))
+    client = instrument_anthropic(
+        anthropic.AsyncAnthropic(base_url=server.url, api_key="sk-ant-test", max_retries=0),
+        engine.context(run_id),
+    )
+
+    stream = await client.messages.create(model=CLAUDE, max_tokens=8, messages=USER, stream=True)
+    kinds = [event.type async for event in stream]
+
+    assert server.late == []
+    assert type(stream) is anthropic.AsyncStream
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert live.wait_until(lambda: live.count("step") == 1)
+    events = stored(engine, run_id)
+    assert [e.model_dump() for e in live.events] == events  # in order, once
+    assert shape(events) == streamed_call("anthropic.messages", tokens, "stop_sequence")
+    assert isinstance(one(events, LLM_USAGE_TYPE)["time_to_first_token_ms"], int)
+
+
 def test_anthropic_non_streamed_message_is_one_step_with_usage(
     engine: Engine, run_id: str, server: SseServer
 ) -> None:
