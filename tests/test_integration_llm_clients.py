@@ -825,6 +825,52 @@ text
         live.close()
 
 
+def readme_block(containing: str) -> str:
+    """The README's Python code block that contains ``containing``."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    found = [b for b in blocks if containing in b]
+    assert len(found) == 1, f"{len(found)} README blocks contain {containing!r}"
+    return found[0]
+
+
+def test_the_readmes_anthropic_example_runs_as_written(
+    run_id: str, server: SseServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The block runs unchanged: ``anthropic.Anthropic()`` finds the loopback server and a key
+    in the environment, as it would find the real API; ``msgs`` is the notebook's."""
+    block = readme_block("instrument(anthropic.Anthropic())")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    server.expect(
+        Reply(
+            chunks=[
+                Chunk(d)
+                for d, _ in anthropic_events(CLAUDE, ["Re", "ady"], input_tokens=2, output_tokens=2)
+            ]
+        )
+    )
+    reset_engine()
+    namespace: dict[str, Any] = {"anthropic": anthropic, "dockrion_nb": dockrion_nb, "msgs": USER}
+    try:
+        exec(compile(block, "<README>", "exec"), namespace)
+        assert namespace["text"] == "Ready"
+        engine = get_engine()
+        events = [e.model_dump() for e in engine.run(engine.bus.get_events("run-2"))]
+        assert shape(events) == [
+            ("started",),
+            *streamed_call("anthropic.messages", ["Re", "ady"], "end_turn"),
+            ("complete",),
+        ]
+        assert server.requests[0].body["model"] == "claude-sonnet-4-5"
+    finally:
+        if "client" in namespace:
+            door.uninstrument(namespace["client"])
+        reset_engine()
+
+
 def test_importing_the_instrument_door_imports_no_sdk() -> None:
     code = (
         "import sys, dockrion_nb.integrations.instrument as door;"
