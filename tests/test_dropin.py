@@ -891,5 +891,6 @@ def test_deliberate_differences_are_listed_in_the_readme() -> None:
         "`gap` events",
         "`backend.store_event`",
         '`"7"` is refused',
+        'document_id="doc_123")`',
     ]:
         assert words in section, words

@@ -9,6 +9,9 @@ but the module its imports name; what a block leaves undefined (``data``, ``run_
 modules, and ``print`` is collected instead of written. Top-level ``await`` runs as it does in
 a notebook cell; the one block that ends in a bare ``yield`` runs as the body of a generator.
 
+Dockrion's usage docs (``docs/usage/02-the-dockfile/streaming/stream-context.md``, "StreamContext
+for Agent Authors") show three more blocks, run the same way at the end.
+
 Results must be equal both ways, except where the README of ``dockrion_nb`` lists the
 difference ("Coming from Dockrion"); those places assert each side.
 """
@@ -522,3 +525,95 @@ def test_dockfile_streaming_sections(dockfile: str, tmp_path: Any) -> None:
             )
         )
     assert answers[0] == answers[1]
+
+
+# -- Dockrion's usage docs: "StreamContext for Agent Authors" ------------------------------------
+
+HANDLER_MODE = """
+def handle(payload: dict, context=None) -> dict:
+    if context:
+        context.sync_emit_progress(step="processing", progress=0.5, message="Halfway done")
+
+    answer = process(payload["query"])
+
+    return {"answer": answer}
+"""
+
+THREAD_LOCAL = """
+from dockrion_events import get_current_context
+
+def my_helper():
+    ctx = get_current_context()
+    if ctx:
+        ctx.sync_emit_progress(step="helper", progress=0.8, message="Almost done")
+"""
+
+CUSTOM_EVENTS = """
+def handle(payload: dict, context=None) -> dict:
+    if context:
+        context.sync_emit("custom:analysis_started", document_id="doc_123")
+        # ... process ...
+        context.sync_emit("custom:analysis_complete", results={"score": 0.95})
+
+    return {"answer": "done"}
+"""
+
+
+def test_docs_handler_mode_and_thread_local_access() -> None:
+    results = []
+    for module in MODULES:
+        lib = __import__(module)
+        bus = lib.EventBus(lib.InMemoryBackend())
+        context = lib.StreamContext(run_id="run-123", bus=bus)
+        handle = run(HANDLER_MODE, module, process=str.upper)["handle"]
+        my_helper = run(THREAD_LOCAL, module)["my_helper"]
+        answers = [handle({"query": "q"}, context), handle({"query": "none"})]
+        my_helper()  # no current context: does nothing
+        with lib.context_scope(context):
+            my_helper()
+        stored = [shape(e) for e in asyncio.run(bus.get_events("run-123"))]
+        results.append((answers, stored))
+    theirs, ours = results
+    assert theirs == ours
+    assert ours[0] == [{"answer": "Q"}, {"answer": "NONE"}]
+    assert [(e["step"], e["progress"], e["sequence"]) for e in ours[1]] == [
+        ("processing", 0.5, 1),
+        ("helper", 0.8, 2),
+    ]
+
+
+def test_docs_custom_events_with_keyword_fields_work_here_and_raise_in_dockrion() -> None:
+    """The docs pass a custom event's fields as keywords; Dockrion 0.0.3's ``sync_emit`` takes
+    one ``data`` dict and raises ``TypeError``. Ours takes either (listed in the README)."""
+    results = {}
+    for module in MODULES:
+        lib = __import__(module)
+        bus = lib.EventBus(lib.InMemoryBackend())
+        context = lib.StreamContext(run_id="run-123", bus=bus)
+        handle = run(CUSTOM_EVENTS, module)["handle"]
+        try:
+            outcome: Any = handle({}, context)
+        except TypeError as exc:
+            outcome = str(exc)
+        results[module] = (outcome, [shape(e) for e in asyncio.run(bus.get_events("run-123"))])
+    assert results["dockrion_events"] == (
+        "StreamContext.sync_emit() got an unexpected keyword argument 'document_id'",
+        [],
+    )
+    assert results["dockrion_nb"] == (
+        {"answer": "done"},
+        [
+            {
+                "type": "custom:analysis_started",
+                "run_id": "run-123",
+                "sequence": 1,
+                "document_id": "doc_123",
+            },
+            {
+                "type": "custom:analysis_complete",
+                "run_id": "run-123",
+                "sequence": 2,
+                "results": {"score": 0.95},
+            },
+        ],
+    )
