@@ -415,10 +415,20 @@ def check_content(event: BaseEvent) -> None:
 
 
 def check_wire(data: Mapping[str, Any]) -> None:
-    """``check_content`` for an event as a wire dict (Dockrion's protocol), sequence included."""
+    """``check_content`` for an event as a wire dict (Dockrion's protocol), sequence included.
+
+    A wire dict is stored as given, so its sequence must be an ``int`` already: a stored
+    ``"7"`` makes every later read of the run fail in Dockrion's readers, which compare it
+    with numbers (a model, or a dict given to the bus, is parsed instead: ``"7"`` is 7)."""
     if "sequence" in data:
+        value = data["sequence"]
         try:
-            check_sequence(data["sequence"])
+            check_sequence(value)
+            if type(value) is not int:
+                raise ValueError(
+                    f"sequence must be an int in a stored wire dict, not {type(value).__name__} "
+                    f"{value!r} (convert it with int(), or publish through EventBus)"
+                )
         except ValueError as exc:
             raise EventValidationError(f"invalid {data.get('type', '?')!s} event: {exc}") from None
     walk = _Walk(str(data.get("type", "event")))

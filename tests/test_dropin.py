@@ -811,6 +811,59 @@ async def test_what_ours_refuses_that_dockrion_accepts() -> None:
     assert ours == ["frozen", "builtin name", "run id", "raw"]
 
 
+async def test_timestamps_are_kept_in_utc_here_and_as_given_in_dockrion() -> None:
+    """A naive timestamp is read as UTC and one with another offset is converted to UTC, so
+    every event carries an offset (elapsed times subtract them; a naive one mixed with aware
+    ones cannot be) and reads back equal. Dockrion writes what it was given."""
+    source = """
+    from datetime import datetime, timedelta, timezone
+    from dockrion_events import TokenEvent
+
+    def example():
+        naive = datetime(2025, 5, 6, 7, 8, 9)
+        paris = datetime(2025, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2)))
+        out = []
+        for when in (naive, paris):
+            event = TokenEvent(run_id="r", sequence=1, timestamp=when, content="x")
+            out.append((event.to_dict()["timestamp"], '"timestamp":"' in event.to_sse()))
+        return out
+    """
+    theirs, ours = await both(source)
+    assert theirs == [("2025-05-06T07:08:09", True), ("2025-05-06T07:08:09+02:00", True)]
+    assert ours == [("2025-05-06T07:08:09+00:00", True), ("2025-05-06T05:08:09+00:00", True)]
+
+
+async def test_publish_refuses_what_dockrion_stores() -> None:
+    """Content that is not JSON, a sequence past 2**53-1 and a ``gap`` event: Dockrion stores
+    the first two (the first then fails in its own serialiser or reader) and the third (which
+    our subscribers would read as a real loss); ours refuses each before anything is stored."""
+    source = """
+    from dockrion_events import CheckpointEvent, EventBus, InMemoryBackend, TokenEvent
+
+    async def example():
+        bus = EventBus(InMemoryBackend())
+        outcomes = []
+        for make in (
+            lambda: CheckpointEvent(run_id="r", name="n", data={"o": {1, 2}}),
+            lambda: TokenEvent(run_id="r", content="x", sequence=2**53),
+            lambda: {"type": "gap", "run_id": "r"},
+        ):
+            try:
+                event = make()
+                if isinstance(event, dict):
+                    await bus.publish_raw("r", event)
+                else:
+                    await bus.publish("r", event)
+                outcomes.append("stored")
+            except (ValueError, TypeError):
+                outcomes.append("refused")
+        return outcomes, len(await bus.backend.get_events("r"))
+    """
+    theirs, ours = await both(source)
+    assert theirs == (["stored", "stored", "stored"], 3)
+    assert ours == (["refused", "refused", "refused"], 0)
+
+
 def test_deliberate_differences_are_listed_in_the_readme() -> None:
     from pathlib import Path
 
@@ -830,5 +883,14 @@ def test_deliberate_differences_are_listed_in_the_readme() -> None:
         "ValidationError",
         "runstate:run:",
         "to_sse(with_id=True)",
+        "naive `timestamp=`",
+        "converted",
+        "sequence is 0",
+        "`EventContentError`",
+        "1..2**53-1",
+        "`gap` events",
+        "`backend.store_event`",
+        '`"7"` is refused',
+        'document_id="doc_123")`',
     ]:
         assert words in section, words

@@ -157,6 +157,34 @@ async def test_dockrion_protocol_writes_are_checked_too(backend_factory: Factory
         await backend.close()
 
 
+async def test_dockrion_protocol_refuses_a_sequence_that_is_not_an_int(
+    backend_factory: Factory,
+) -> None:
+    """A wire dict is stored as given, so its sequence must already be a number: a stored
+    ``"7"`` would make every later read of the run fail in Dockrion's readers (they compare
+    it with numbers). A 0 is stored as given, as Dockrion's bus writes a hand-made event."""
+    run_id = new_run(backend_factory)
+    backend = backend_factory()
+    try:
+        for seq in ("7", "0", 7.0):
+            event = {"type": "token", "run_id": run_id, "content": "x", "sequence": seq}
+            with pytest.raises(EventValidationError, match=r"invalid token event: sequence") as e:
+                await backend.store_event(run_id, event)
+            assert repr(seq) in str(e.value)
+            with pytest.raises(EventValidationError, match=r"sequence"):
+                await backend.publish(f"run:{run_id}", event)
+            with pytest.raises(EventValidationError, match=r"sequence"):
+                await backend.append(run_id, [event])
+        assert await backend.get_events(run_id) == []
+        zero = {"type": "token", "run_id": run_id, "content": "z", "sequence": 0}
+        await backend.store_event(run_id, zero)
+        assert await backend.get_events(run_id) == [zero]
+        stored = await EventBus(backend).publish(run_id, {"type": "token", "content": "n"})
+        assert stored.sequence == 1  # the bus numbers from what the run holds
+    finally:
+        await backend.close()
+
+
 async def test_a_refused_sync_emit_raises_in_the_caller_and_the_run_goes_on() -> None:
     """``sync_checkpoint`` called inside a running loop queues its publish: the refusal still
     reaches the caller, not a log line."""

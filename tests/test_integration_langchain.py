@@ -871,6 +871,33 @@ def test_publish_langchain_error_names_the_failing_step(notebook: Any, run_id: s
     assert errors[0]["details"]["node"] == "validate"
 
 
+@pytest.mark.parametrize(
+    "call", ['graph.invoke(question)["weather"]', '(await graph.ainvoke(question))["weather"]']
+)
+def test_publish_langchain_cell_reaches_a_follower_while_it_runs(
+    notebook: Any, run_id: str, call: str
+) -> None:
+    """The cell's graph has no callbacks of its own; its tool waits until a follower of the
+    run has seen the model's tokens, its usage and the tool's start, so the cell ends (rather
+    than raising TimeoutError) only if ``--langchain`` published them while it ran."""
+    engine = get_engine()
+    view = LiveView(engine, run_id, model_done_and_tool_running)
+    notebook.user_ns["graph"] = gated_graph(view.gate, run_async=call.startswith("(await"))
+    notebook.user_ns["question"] = {"question": " weather? "}
+
+    assert notebook.run_cell_magic("publish", f"{run_id} --langchain", call) == "sunny in Paris"
+
+    events = view.finish()
+    assert view.gate.is_set()
+    at_gate = outline(view.seen_at_gate)
+    assert at_gate[0] == ("started", "")
+    assert not {("step", "wait_for_view"), ("step", "await_view"), ("complete", "")} & set(at_gate)
+    assert events == published(run_id)
+    assert_well_formed(events)
+    assert events[-1]["type"] == "complete"
+    assert events[-1]["output"] == {"result": "sunny in Paris"}
+
+
 def test_publish_without_langchain_traces_no_langchain_calls(notebook: Any, run_id: str) -> None:
     notebook.run_cell_magic("publish", run_id, 'chain(["quiet"]).invoke({"what": "q"})')
     assert [e["type"] for e in published(run_id)] == ["started", "complete"]

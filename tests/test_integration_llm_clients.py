@@ -95,10 +95,14 @@ class Collector:
         with self._cond:
             return self._cond.wait_for(predicate, timeout)
 
-    def gated(self, script: Script) -> list[Chunk]:
-        """The script's chunks, each held until the steps and tokens before it were seen."""
-        steps = self.count(STEP_START_TYPE) + 1
-        tokens = self.count("token")
+    def gated(
+        self, script: Script, *, calls_before: int = 0, tokens_before: int = 0
+    ) -> list[Chunk]:
+        """The script's chunks, each held until the steps and tokens before it were seen.
+        ``calls_before``/``tokens_before``: what calls scripted earlier for the same run, not
+        made yet, will have published before this one starts."""
+        steps = self.count(STEP_START_TYPE) + 1 + calls_before
+        tokens = self.count("token") + tokens_before
         chunks = []
         for data, produces in script:
 
@@ -599,6 +603,52 @@ async def test_anthropic_async_messages_stream_helper_is_live(
     )
 
 
+def test_anthropic_sync_messages_stream_helper_is_live(
+    engine: Engine, run_id: str, server: SseServer, live: Collector
+) -> None:
+    tokens = ["Gu", "ten", " Tag"]
+    script = anthropic_events(CLAUDE, tokens, input_tokens=6, output_tokens=3)
+    server.expect(Reply(chunks=live.gated(script)))
+    client = anthropic_client(server, engine.context(run_id))
+
+    with client.messages.stream(model=CLAUDE, max_tokens=8, messages=USER) as stream:
+        texts = list(stream.text_stream)
+        final = stream.get_final_message()
+
+    assert server.late == []
+    assert texts == tokens and final.usage.output_tokens == 3
+    events = stored(engine, run_id)
+    assert shape(events) == streamed_call("anthropic.messages", tokens, "end_turn")
+    usage = one(events, LLM_USAGE_TYPE)
+    assert (usage["input_tokens"], usage["output_tokens"], usage["model"]) == (6, 3, CLAUDE)
+
+
+async def test_anthropic_async_create_stream_is_live_in_order_once(
+    engine: Engine, run_id: str, server: SseServer, live: Collector
+) -> None:
+    tokens = ["Ho", "la", "!"]
+    script = anthropic_events(
+        CLAUDE, tokens, input_tokens=4, output_tokens=3, stop_reason="stop_sequence"
+    )
+    server.expect(Reply(chunks=live.gated(script)))
+    client = instrument_anthropic(
+        anthropic.AsyncAnthropic(base_url=server.url, api_key="sk-ant-test", max_retries=0),
+        engine.context(run_id),
+    )
+
+    stream = await client.messages.create(model=CLAUDE, max_tokens=8, messages=USER, stream=True)
+    kinds = [event.type async for event in stream]
+
+    assert server.late == []
+    assert type(stream) is anthropic.AsyncStream
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert live.wait_until(lambda: live.count("step") == 1)
+    events = stored(engine, run_id)
+    assert [e.model_dump() for e in live.events] == events  # in order, once
+    assert shape(events) == streamed_call("anthropic.messages", tokens, "stop_sequence")
+    assert isinstance(one(events, LLM_USAGE_TYPE)["time_to_first_token_ms"], int)
+
+
 def test_anthropic_non_streamed_message_is_one_step_with_usage(
     engine: Engine, run_id: str, server: SseServer
 ) -> None:
@@ -730,6 +780,95 @@ text
     }
     assert not hasattr(vars(OPENAI_SDK.sync_client)["request"], "_dockrion_nb_original")
     assert not hasattr(vars(ANTHROPIC_SDK.async_client)["request"], "_dockrion_nb_original")
+
+
+def test_publish_instrument_cell_streams_reach_a_follower_while_the_cell_runs(
+    ip: Any, run_id: str, server: SseServer
+) -> None:
+    """Each chunk of both streams is held until a follower of the run has seen what the one
+    before carried, so the cell ends only if its tokens were published while it ran."""
+    live = Collector(get_engine(), run_id)
+    try:
+        gpt = openai_chat_chunks(GPT, ["Hel", "lo"], usage={"prompt": 2, "completion": 2})
+        claude = anthropic_events(CLAUDE, ["Y", "o"], input_tokens=3, output_tokens=2)
+        server.expect(
+            Reply(chunks=live.gated(gpt)),
+            Reply(chunks=live.gated(claude, calls_before=1, tokens_before=sum(n for _, n in gpt))),
+        )
+        ip.user_ns["BASE"] = server.url
+        cell = """
+import openai, anthropic
+gpt = openai.OpenAI(base_url=BASE + "/v1", api_key="sk-test", max_retries=0)
+text = "".join(c.choices[0].delta.content or "" for c in gpt.chat.completions.create(
+    model="gpt-test-1", messages=[{"role": "user", "content": "hi"}], stream=True,
+    stream_options={"include_usage": True}) if c.choices)
+claude = anthropic.Anthropic(base_url=BASE, api_key="sk-ant-test", max_retries=0)
+with claude.messages.stream(model="claude-test-1", max_tokens=5,
+                            messages=[{"role": "user", "content": "hi"}]) as s:
+    text += "".join(s.text_stream)
+text
+"""
+        assert ip.run_cell_magic("publish", f"{run_id} --instrument", cell) == "HelloYo"
+
+        assert server.late == []
+        assert live.wait_until(lambda: live.count("complete") == 1)
+        followed = [e.model_dump() for e in live.events]
+        engine = get_engine()
+        assert followed == [e.model_dump() for e in engine.run(engine.bus.get_events(run_id))]
+        assert shape(followed) == [
+            ("started",),
+            *streamed_call("openai.chat.completions", ["Hel", "lo"], "stop"),
+            *streamed_call("anthropic.messages", ["Y", "o"], "end_turn"),
+            ("complete",),
+        ]
+    finally:
+        live.close()
+
+
+def readme_block(containing: str) -> str:
+    """The README's Python code block that contains ``containing``."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    found = [b for b in blocks if containing in b]
+    assert len(found) == 1, f"{len(found)} README blocks contain {containing!r}"
+    return found[0]
+
+
+def test_the_readmes_anthropic_example_runs_as_written(
+    run_id: str, server: SseServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The block runs unchanged: ``anthropic.Anthropic()`` finds the loopback server and a key
+    in the environment, as it would find the real API; ``msgs`` is the notebook's."""
+    block = readme_block("instrument(anthropic.Anthropic())")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    server.expect(
+        Reply(
+            chunks=[
+                Chunk(d)
+                for d, _ in anthropic_events(CLAUDE, ["Re", "ady"], input_tokens=2, output_tokens=2)
+            ]
+        )
+    )
+    reset_engine()
+    namespace: dict[str, Any] = {"anthropic": anthropic, "dockrion_nb": dockrion_nb, "msgs": USER}
+    try:
+        exec(compile(block, "<README>", "exec"), namespace)
+        assert namespace["text"] == "Ready"
+        engine = get_engine()
+        events = [e.model_dump() for e in engine.run(engine.bus.get_events("run-2"))]
+        assert shape(events) == [
+            ("started",),
+            *streamed_call("anthropic.messages", ["Re", "ady"], "end_turn"),
+            ("complete",),
+        ]
+        assert server.requests[0].body["model"] == "claude-sonnet-4-5"
+    finally:
+        if "client" in namespace:
+            door.uninstrument(namespace["client"])
+        reset_engine()
 
 
 def test_importing_the_instrument_door_imports_no_sdk() -> None:

@@ -921,6 +921,55 @@ def attr(span: Any, name: str) -> Any:
     raise KeyError(name)
 
 
+def test_export_run_sends_the_run_over_otlp_http_from_python(
+    engine: Engine, receiver: Receiver, run_id: str
+) -> None:
+    """The README's Python form: a provider with the SDK's own OTLP/HTTP exporter behind a
+    batch processor; ``export_run`` flushes it, so the spans have arrived when it returns."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    events = publish_agent_run(engine, run_id, fail=True)
+    provider = TracerProvider(resource=Resource.create({"service.name": "travel-agent"}))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=receiver.url(), timeout=10))
+    )
+    try:
+        result = export_run(run_id, provider, engine=engine)
+        assert receiver.requests, "export_run returned before its spans were sent"
+        got = receiver.spans()
+    finally:
+        provider.shutdown()
+    assert set(got) == {
+        "invoke_agent travel",
+        "plan",
+        "chat gpt-4o-mini",
+        "execute_tool search_flights",
+    }
+    assert result.span_count == 4
+    root, plan = got["invoke_agent travel"], got["plan"]
+    chat, tool = got["chat gpt-4o-mini"], got["execute_tool search_flights"]
+    assert root.trace_id.hex() == result.trace_id
+    assert {s.trace_id for s in got.values()} == {root.trace_id}
+    assert root.parent_span_id == b""
+    assert plan.parent_span_id == root.span_id
+    assert chat.parent_span_id == tool.parent_span_id == plan.span_id
+    assert attr(root, "dockrion.run.id") == run_id
+    assert (attr(chat, "gen_ai.usage.input_tokens"), attr(chat, "gen_ai.usage.output_tokens")) == (
+        11,
+        4,
+    )
+    assert attr(chat, "gen_ai.response.time_to_first_chunk") == 0.12
+    assert attr(tool, "gen_ai.tool.name") == "search_flights"
+    # the failed run and its failed tool arrive as errors (status code 2: ERROR)
+    assert root.status.code == tool.status.code == 2 and chat.status.code != 2
+    assert chat.start_time_unix_nano == at(events, STEP_START_TYPE, step_id="llm-1")
+    assert root.end_time_unix_nano == at(events, "error")
+    resource = receiver.requests[0].resource_spans[0].resource
+    assert attr(resource, "service.name") == "travel-agent"
+
+
 @pytest.mark.redis
 def test_cli_export_sends_the_run_over_otlp_http(
     redis_run: tuple[Engine, str], receiver: Receiver, run_id: str
