@@ -856,6 +856,7 @@ class RunViewUI {
   }
 
   tick() {
+    if (!this.root.isConnected) return; // off the page (or replaced by a redraw): no timers to show
     this.ticks++;
     if (this.state) this.tickRunning(this.state);
     if (this.ticks % 4 === 0) this.drawHeader();
