@@ -938,7 +938,8 @@ class RunViewUI {
 
   buildRunning() {
     this.runSec = h("section", "drnb-section drnb-running");
-    this.runSec.append(h("div", "drnb-title", "Running now"));
+    this.runTitle = h("div", "drnb-title", "Running now");
+    this.runSec.append(this.runTitle);
     this.runList = h("div", "drnb-running-list");
     this.runSec.append(this.runList);
     /** @type {{row: HTMLElement, time: HTMLElement, since: number}[]} */
@@ -1518,6 +1519,7 @@ class RunViewUI {
     const state = ending === null ? "running" : ending === "complete" ? "done" : "abandoned";
     this.runSec.hidden = open.length === 0;
     this.runSec.dataset.state = state;
+    this.runTitle.textContent = state === "running" ? "Running now" : "Left open when the run ended";
     const key = `${st.runningVersion}|${st.progressVersion}|${state}|${open.length}`;
     if (key !== this.runKey) {
       this.runKey = key;
