@@ -110,8 +110,11 @@ class CompareView(anywidget.AnyWidget):
         self._next_slot = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
-        self._display_handles: list[Any] = []
+        # each display and what its static HTML showed (see _static_key)
+        self._displays: list[tuple[Any, tuple[Any, ...]]] = []
+        self._display_lock = threading.Lock()
         self._ended: set[int] = set()
+        self._final = threading.Event()
         self.messages_sent = 0
         # Members start following as they are made: a member's first message may reach
         # _flush before the next one exists, so the list grows one by one.
@@ -123,16 +126,21 @@ class CompareView(anywidget.AnyWidget):
         self._dirty = True
         self._schedule()
         self.on_msg(self._on_front_end_msg)
+        with contextlib.suppress(RuntimeError):  # the runs may all have ended already
+            self._engine.loop.call_soon_threadsafe(self._all_ended)
 
     # -- Python API -----------------------------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> list[str]:
-        """Block until every run has ended (or ``timeout`` seconds); returns their statuses."""
+        """Block until every run has ended and the comparison's final state is out (or
+        ``timeout`` seconds); returns their statuses."""
         deadline = None if timeout is None else time.monotonic() + timeout
         out = []
         for member in self.members:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             out.append(member.wait(left))
+        if all(not m.following for m in self.members):
+            self._final.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return out
 
     def events(self, run_id: str) -> list[BaseEvent]:
@@ -177,31 +185,72 @@ class CompareView(anywidget.AnyWidget):
         )
 
     def _ipython_display_(self) -> None:
-        """Display with a display id, so ``refresh_static`` can update the static view."""
+        """Display with a display id, so the static view can be replaced by the final one
+        once every run has ended."""
         from IPython.display import display
 
-        data, metadata = self._repr_mimebundle_()
-        handle = display(data, metadata=metadata, raw=True, display_id=True)  # type: ignore[no-untyped-call,unused-ignore]
-        if handle is not None:
-            self._display_handles.append(handle)
+        with self._display_lock:
+            key = self._static_key()
+            data, metadata = self._repr_mimebundle_()
+            handle = display(data, metadata=metadata, raw=True, display_id=True)  # type: ignore[no-untyped-call,unused-ignore]
+            if handle is not None:
+                self._displays.append((handle, key))
 
     def _member_ended(self, index: int) -> None:
-        """Engine thread: a run stopped following."""
+        """Engine thread: a run stopped following; once all have, the static view is final."""
         self._ended.add(index)
+        self._all_ended()
+
+    def _all_ended(self) -> None:
+        """Engine thread: once every run has stopped following (and every member exists: a
+        stored run can end before the next member is made), send the runs' final state at
+        once and refresh the static view, both under the latest request (nbclient saves only
+        what comes under the running cell; the earlier updates went under the cell that made
+        this view)."""
+        if self._final.is_set() or len(self._ended) < len(self.run_ids):
+            return
+        if len(self.members) < len(self.run_ids):
+            return
+        if self._can_send():
+            from .widget import _latest_parent
+
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._dirty = True
+            with _latest_parent():
+                self._flush()
+                self._refresh_static()
+        self._final.set()
 
     def refresh_static(self) -> None:
         """Replace the static text/HTML of every display of this comparison with the current
-        one (call it once the runs have ended, so nbconvert/nbviewer/GitHub show the final
-        comparison; not automatic, since a live front end re-renders the widget then)."""
-        if not self._display_handles:
+        one. Automatic once every run has ended, for each display shown before that."""
+        self._refresh_static(force=True)
+
+    def _static_key(self) -> tuple[Any, ...]:
+        """What the static HTML depends on: each run's (see ``RunView._static_key``)."""
+        return tuple(m._static_key() for m in list(self.__dict__.get("members", [])))
+
+    def _refresh_static(self, force: bool = False) -> None:
+        """Update every display whose comparison changed since it was shown (or all, with
+        ``force``); a front end draws the widget again, which keeps nothing of value here."""
+        if self.comm is None or self._closing:
             return
         from .widget import _latest_parent
 
-        data, metadata = self._repr_mimebundle_()
-        with _latest_parent():
-            for handle in self._display_handles:
-                with contextlib.suppress(Exception):
-                    handle.update(data, metadata=metadata, raw=True)
+        with self._display_lock:
+            key = self._static_key()
+            stale = [i for i, (_, shown) in enumerate(self._displays) if force or shown != key]
+            if not stale:
+                return
+            data, metadata = self._repr_mimebundle_()
+            with _latest_parent():
+                for i in stale:
+                    handle = self._displays[i][0]
+                    with contextlib.suppress(Exception):
+                        handle.update(data, metadata=metadata, raw=True)
+                    self._displays[i] = (handle, key)
 
     # -- engine thread: carrying the members' messages -------------------------------------------
 

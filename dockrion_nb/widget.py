@@ -72,6 +72,23 @@ SNAPSHOT_CHARS = 200_000
 """About how much JSON the ``snapshot`` trait holds: the run's last events, for saved notebooks."""
 
 STATUSES = ("waiting", "running", "complete", "error", "cancelled")
+FINAL_STATE = [
+    "run_id",
+    "backend",
+    "status",
+    "run_status",
+    "connection",
+    "note",
+    "event_count",
+    "type_counts",
+    "sent_upto",
+    "last_sequence",
+    "first_timestamp",
+    "last_timestamp",
+    "latency_seconds",
+    "can_cancel",
+]
+"""The traits sent again when a view stops following (``snapshot`` goes with them)."""
 CONNECTIONS = ("replay", "live", "reconnecting", "closed")
 
 
@@ -313,14 +330,15 @@ class RunView(anywidget.AnyWidget):
         self._settled = threading.Event()
         self._ended = threading.Event()
         self._closing = False
-        self._terminal_seen = False
         self._caught_up = False
         self._run_status_due: asyncio.Event | None = None
         self._remove_switch_listener: Any = None
         self._unsendable_seen: set[int] = set()
         self._problem_note = ""
         self._end_note = ""
-        self._display_handles: list[Any] = []
+        # each display of this view and what its static HTML showed (see _static_key)
+        self._displays: list[tuple[Any, tuple[Any, ...]]] = []
+        self._display_lock = threading.Lock()
         self.messages_sent = 0
         self.on_msg(self._on_front_end_msg)
         ref = weakref.ref(self)
@@ -357,8 +375,9 @@ class RunView(anywidget.AnyWidget):
             return list(self._events[-cap:] if cap is not None else self._events)
 
     def wait(self, timeout: float | None = None) -> str:
-        """Block until the run's terminal event has reached the view (or the subscription
-        ended) and return ``status``; after ``timeout`` seconds return the status as it is."""
+        """Block until the run's terminal event has reached the view and the view has stopped
+        following (its saved state and static HTML are final then), or the subscription ended,
+        and return ``status``; after ``timeout`` seconds return the status as it is."""
         if self._engine.in_engine_thread:
             raise RuntimeError("RunView.wait() would block the engine thread that feeds it")
         self._settled.wait(timeout)
@@ -423,31 +442,49 @@ class RunView(anywidget.AnyWidget):
 
     def _ipython_display_(self) -> None:
         """Display with a display id, so the static text/HTML (what nbconvert, nbviewer and
-        GitHub show) can be refreshed with the final view (``refresh_static``)."""
+        GitHub show) can be replaced by the final view when the view stops following."""
         from IPython.display import display
 
-        data, metadata = self._repr_mimebundle_()
-        handle = display(data, metadata=metadata, raw=True, display_id=True)  # type: ignore[no-untyped-call,unused-ignore]
-        if handle is not None:
-            self._display_handles.append(handle)
+        with self._display_lock:
+            key = self._static_key()
+            data, metadata = self._repr_mimebundle_()
+            handle = display(data, metadata=metadata, raw=True, display_id=True)  # type: ignore[no-untyped-call,unused-ignore]
+            if handle is not None:
+                self._displays.append((handle, key))
 
     def refresh_static(self) -> None:
         """Replace the static text/HTML of every display of this view with the view as it is
-        now (call it once the run has ended, e.g. in the notebook's last cell, so nbconvert,
-        nbviewer and GitHub show the final view). Not automatic: a front end re-renders the
-        live widget when its output is updated, which would reset the view's scroll and
-        filters. Sent under the kernel's latest request, so nbclient records it."""
+        now. Automatic when the view stops following (the run ended, a replay finished), for
+        each display shown before that; call it for a view shown later that is still
+        following, or to be sure. Sent under the kernel's latest request, so nbclient records
+        it."""
         self._refresh_static(force=True)
 
+    def _static_key(self) -> tuple[Any, ...]:
+        """What the static HTML depends on: a display whose key is unchanged is final."""
+        with self._lock:
+            total = sum(self._counts.values())
+        return (self.status, total, self._last_seq, self.backend)
+
     def _refresh_static(self, force: bool = False) -> None:
-        """End of following (engine thread): only a requested refresh updates the displays."""
-        if not force or not self._display_handles:
-            return
-        data, metadata = self._repr_mimebundle_()
-        with _latest_parent():
-            for handle in self._display_handles:
-                with contextlib.suppress(Exception):
-                    handle.update(data, metadata=metadata, raw=True)
+        """Update the static part of every display whose view has changed since it was shown
+        (at the end of following, engine thread), or of all of them (``force``). A front end
+        draws the widget again when its output is updated; the view keeps what the user set
+        (filters, scroll, time travel) in its store in the page, so it comes back as it was."""
+        if self.comm is None or self._closing:
+            return  # a closed widget's output must not turn into static HTML
+        with self._display_lock:
+            key = self._static_key()
+            stale = [i for i, (_, shown) in enumerate(self._displays) if force or shown != key]
+            if not stale:
+                return
+            data, metadata = self._repr_mimebundle_()
+            with _latest_parent():
+                for i in stale:
+                    handle = self._displays[i][0]
+                    with contextlib.suppress(Exception):
+                        handle.update(data, metadata=metadata, raw=True)
+                    self._displays[i] = (handle, key)
 
     def _summary_counts(self) -> tuple[int, str]:
         with self._lock:
@@ -574,10 +611,21 @@ class RunView(anywidget.AnyWidget):
             # after the last events have gone: building it must not delay them
             with self._lock:
                 snapshot = build_snapshot(self._events)
-            self._set_state(snapshot=snapshot)
-            self._refresh_static()
+            with _latest_parent():
+                self._set_state(snapshot=snapshot)
+                self._send_final_state()
+                self._refresh_static()
             self._ended.set()
             self._settled.set()
+
+    def _send_final_state(self) -> None:
+        """Send every small trait once more, under the latest request: the earlier updates
+        went under the cell that created the view, which a front end that saves per running
+        cell (nbclient) dropped, so a saved notebook would keep a stale "waiting" view."""
+        if self.comm is None or self._closing:
+            return
+        with contextlib.suppress(Exception):
+            self.send_state(key=FINAL_STATE)
 
     def _accept(self, event: BaseEvent) -> None:
         """Keep one event (engine thread): dedupe, filter, status, store, queue for sending."""
@@ -612,7 +660,6 @@ class RunView(anywidget.AnyWidget):
                 if isinstance(event, CompleteEvent) and event.latency_seconds is not None:
                     changes["latency_seconds"] = event.latency_seconds
                 self._set_state(**changes)
-            self._terminal_seen = True
         elif event.type != GAP_TYPE and self.status == "waiting":
             self.status = "running"
 
@@ -714,8 +761,6 @@ class RunView(anywidget.AnyWidget):
                     self.last_timestamp = last_ts
             sent += 1
         self.messages_sent += sent
-        if self._terminal_seen:
-            self._settled.set()
         self._next_slot = time.monotonic() + MSG_INTERVAL * max(1, sent)
         if self._replay_requests and self._timer is None:
             self._timer = self._engine.loop.call_later(MSG_INTERVAL * sent, self._flush_now)
@@ -846,24 +891,33 @@ class RunView(anywidget.AnyWidget):
 
 @contextlib.contextmanager
 def _latest_parent() -> Any:
-    """Send display updates from this thread under the kernel's latest request (ipykernel keeps
-    a per-thread parent; the engine's would be the cell that created the view, long done)."""
-    pub: Any = None
-    token: Any = None
+    """Send display updates and comm messages from this thread under the kernel's latest
+    request. ipykernel takes their parent from context variables, and the engine's task copied
+    the context of the cell that created the view, long done; a front end that records
+    messages per running cell (nbclient, so nbconvert and papermill) drops those."""
+    undo: list[Callable[[], None]] = []
     with contextlib.suppress(Exception):
         from IPython import get_ipython
 
         shell = get_ipython()
-        pub = getattr(shell, "display_pub", None)
+        pub: Any = getattr(shell, "display_pub", None)
         latest = getattr(pub, "_parent_header_global", None)
         if latest and hasattr(pub, "set_thread_parent"):
             token = pub.set_thread_parent(latest)
+            undo.append(lambda: pub.reset_thread_parent(token))
+        # comm messages: the kernel's shell parent as of its last request (ipykernel >= 6.x)
+        kernel = getattr(shell, "kernel", None)
+        var = getattr(kernel, "_shell_parent", None)
+        saved = getattr(kernel, "_shell_context", None)
+        if var is not None and saved is not None and var in saved:
+            comm_token = var.set(saved[var])
+            undo.append(lambda: var.reset(comm_token))
     try:
         yield
     finally:
-        if token is not None:
+        for fn in reversed(undo):
             with contextlib.suppress(Exception):
-                pub.reset_thread_parent(token)
+                fn()
 
 
 __all__ = [

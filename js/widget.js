@@ -18,6 +18,10 @@
  * @typedef {{[key: string]: any}} Wire
  * @typedef {{key: number, seq: number, type: string, ts: number, data: Wire,
  *            summary?: string, hay?: string}} Rec
+ * @typedef {{hidden: string[], query: string, follow: boolean, logTop: number,
+ *            selected: number | null, attempt: number | "all" | null, cut: number | null,
+ *            byTime: boolean, playing: number, tokFollow: boolean, tokTop: number, mono: boolean,
+ *            open: number[]}} UiState
  * @typedef {{get(name: string): any, set?(name: string, value: any): void,
  *            on(event: string, cb: Function): void, off(event: string, cb?: Function): void,
  *            send(content: any, callbacks?: any, buffers?: any): void}} Model
@@ -223,6 +227,8 @@ class RunStore {
     /** @type {Set<() => void>} */
     this.listeners = new Set();
     this.stats = { msgs: 0, events: 0, applyMs: 0, firstMsgAt: 0, lastMsgAt: 0, requests: 0 };
+    /** @type {UiState | null} what the user last set in a view of this widget (see RunViewUI.remember) */
+    this.ui = null;
   }
 
   /** @param {() => void} fn */
@@ -707,7 +713,16 @@ class RunViewUI {
     /** @type {RunState | null} */
     this.state = null;
     this.stats = { draws: 0, drawMs: 0, lastDrawAt: 0, renderedEvents: 0 };
+    /** @type {Set<number>} keys of the checkpoint/custom entries the user opened */
+    this.openObjects = new Set();
+    /** @type {number | null} scroll positions to put back once the view is laid out */
+    this.pendingLogTop = null;
+    /** @type {number | null} */
+    this.pendingTokTop = null;
+    this.restoring = false;
     this.build();
+    const saved = store.ui;
+    if (saved) this.restoreUi(saved);
     this.unsubscribe = store.subscribe(() => this.schedule());
     /** @type {[string, Function][]} */
     this.modelHandlers = [];
@@ -720,10 +735,16 @@ class RunViewUI {
     this.ticks = 0;
     this.ticker = setInterval(() => this.tick(), TICK_MS);
     this.draw();
+    if (saved) this.restoreAfterDraw(saved);
+    // a host may attach the view after render() (JupyterLab does): scroll positions wait for it
+    this.resizer = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(() => this.onResize());
+    this.resizer?.observe(this.viewport);
+    this.resizer?.observe(this.tokText);
   }
 
   destroy() {
     this.unsubscribe();
+    this.resizer?.disconnect();
     for (const [ev, fn] of this.modelHandlers) this.model.off(ev, fn);
     clearInterval(this.ticker);
     cancelAnimationFrame(this.tokScrollFrame);
@@ -739,7 +760,103 @@ class RunViewUI {
     });
   }
 
+  // -- UI state kept in the store ---------------------------------------------------------------
+  // A host may draw the widget again: JupyterLab makes a new view when the output's static HTML
+  // is refreshed at the run's end (what a saved notebook shows), and a notebook can show a
+  // widget twice. What the user set (filters, search, pause, scroll positions, the opened
+  // event, attempt, time travel, replay, token follow, monospace, opened entries) lives in the
+  // widget's store, so a new view comes back as the user left the last one.
+
+  /**
+   * Keep part of the UI state in the store. A view its host has taken off the page (the old
+   * one after a re-render) keeps running but must not overwrite what the new one restored.
+   * @param {Partial<UiState>} patch
+   */
+  remember(patch) {
+    if (this.restoring || !this.root.isConnected) return;
+    const base = this.store.ui ?? this.uiState();
+    this.store.ui = { ...base, ...patch };
+  }
+
+  /** @returns {UiState} */
+  uiState() {
+    return {
+      hidden: [...this.hidden], query: this.query, follow: this.follow, logTop: 0,
+      selected: this.selected ? this.selected.key : null, attempt: this.attempt, cut: this.cut,
+      byTime: this.travelByTime, playing: this.playing ? this.playing.speed : 0,
+      tokFollow: this.tokFollow, tokTop: 0, mono: this.tokText.classList.contains("drnb-mono"),
+      open: [...this.openObjects],
+    };
+  }
+
+  /** Before the first draw: the settings that decide what is drawn. @param {UiState} ui */
+  restoreUi(ui) {
+    this.restoring = true;
+    try {
+      this.hidden = new Set(ui.hidden);
+      this.query = ui.query;
+      this.search.value = ui.query;
+      this.setFollow(ui.follow);
+      this.attempt = ui.attempt;
+      this.cut = ui.cut;
+      this.travelByTime = ui.byTime;
+      this.setTokenFollow(ui.tokFollow);
+      this.tokText.classList.toggle("drnb-mono", ui.mono);
+      this.monoBtn.classList.toggle("drnb-on", ui.mono);
+      this.openObjects = new Set(ui.open);
+      this.pendingLogTop = ui.follow ? null : ui.logTop;
+      this.pendingTokTop = ui.tokFollow ? null : ui.tokTop;
+    } finally {
+      this.restoring = false;
+    }
+  }
+
+  /** After the first draw: what needs the records (the opened event, a running replay). @param {UiState} ui */
+  restoreAfterDraw(ui) {
+    this.restoring = true;
+    try {
+      if (ui.selected !== null) this.select(this.recordByKey(ui.selected));
+      if (ui.playing) this.play(ui.playing);
+      this.applyPendingScroll();
+    } finally {
+      this.restoring = false;
+    }
+  }
+
+  /** @param {number} key @returns {Rec | null} */
+  recordByKey(key) {
+    const recs = this.store.records;
+    let lo = 0;
+    let hi = recs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (recs[mid].key < key) lo = mid + 1;
+      else hi = mid;
+    }
+    return recs[lo] && recs[lo].key === key ? recs[lo] : null;
+  }
+
+  onResize() {
+    this.applyPendingScroll();
+    if (this.follow && this.state) this.drawLog(this.state);
+    if (this.tokFollow) this.scrollTokensToEnd();
+  }
+
+  /** Put back the scroll positions restored from the store, once the boxes have a size. */
+  applyPendingScroll() {
+    if (this.pendingLogTop !== null && this.viewport.clientHeight > 0) {
+      this.viewport.scrollTop = this.pendingLogTop;
+      this.pendingLogTop = null;
+      this.drawRows();
+    }
+    if (this.pendingTokTop !== null && this.tokText.clientHeight > 0) {
+      this.tokText.scrollTop = this.pendingTokTop;
+      this.pendingTokTop = null;
+    }
+  }
+
   tick() {
+    if (!this.root.isConnected) return; // off the page (or replaced by a redraw): no timers to show
     this.ticks++;
     if (this.state) this.tickRunning(this.state);
     if (this.ticks % 4 === 0) this.drawHeader();
@@ -798,8 +915,9 @@ class RunViewUI {
     this.monoBtn = /** @type {HTMLButtonElement} */ (h("button", "drnb-btn drnb-mono-toggle", "monospace"));
     this.monoBtn.type = "button";
     this.monoBtn.addEventListener("click", () => {
-      this.tokText.classList.toggle("drnb-mono");
-      this.monoBtn.classList.toggle("drnb-on");
+      const mono = this.tokText.classList.toggle("drnb-mono");
+      this.monoBtn.classList.toggle("drnb-on", mono);
+      this.remember({ mono });
     });
     this.tokFinish = h("span", "drnb-finish");
     this.tokFollowBtn = /** @type {HTMLButtonElement} */ (h("button", "drnb-btn drnb-token-follow", "follow newest"));
@@ -820,7 +938,8 @@ class RunViewUI {
 
   buildRunning() {
     this.runSec = h("section", "drnb-section drnb-running");
-    this.runSec.append(h("div", "drnb-title", "Running now"));
+    this.runTitle = h("div", "drnb-title", "Running now");
+    this.runSec.append(this.runTitle);
     this.runList = h("div", "drnb-running-list");
     this.runSec.append(this.runList);
     /** @type {{row: HTMLElement, time: HTMLElement, since: number}[]} */
@@ -877,6 +996,7 @@ class RunViewUI {
     this.search.placeholder = "search events";
     this.search.addEventListener("input", () => {
       this.query = this.search.value.trim().toLowerCase();
+      this.remember({ query: this.query });
       this.refilter();
     });
     this.followBtn = /** @type {HTMLButtonElement} */ (h("button", "drnb-btn drnb-follow", "pause"));
@@ -1116,6 +1236,7 @@ class RunViewUI {
     this.attempt = k;
     this.cut = null;
     this.attKey = "";
+    this.remember({ attempt: k, cut: null, playing: 0 });
     this.schedule();
   }
 
@@ -1138,6 +1259,7 @@ class RunViewUI {
     this.travelMode.type = "button";
     this.travelMode.addEventListener("click", () => {
       this.travelByTime = !this.travelByTime;
+      this.remember({ byTime: this.travelByTime });
       this.travelKey = "";
       this.drawTravel();
     });
@@ -1159,6 +1281,7 @@ class RunViewUI {
     this.travelEnd.addEventListener("click", () => {
       this.stopPlay();
       this.cut = null;
+      this.remember({ cut: null });
       this.schedule();
     });
     this.travelSec.append(this.travelRange, this.travelMode, this.travelLabel, speeds, this.travelEnd);
@@ -1228,6 +1351,7 @@ class RunViewUI {
       while (count < recs.length && !(recs[count].ts > limit)) count++;
     }
     this.cut = count >= recs.length ? null : count;
+    this.remember({ cut: this.cut });
     this.schedule();
   }
 
@@ -1242,15 +1366,19 @@ class RunViewUI {
     this.cut = count;
     const playing = { speed, realStart: performance.now(), runStart, raf: 0 };
     this.playing = playing;
+    this.remember({ playing: speed, cut: count });
     const step = () => {
       if (this.playing !== playing) return;
       const runT = playing.runStart + (performance.now() - playing.realStart) * speed;
+      const before = count;
       while (count < recs.length && !(recs[count].ts - first > runT)) count++;
       if (count >= recs.length) {
         this.playing = null;
         this.cut = null;
+        this.remember({ playing: 0, cut: null });
       } else {
         this.cut = count;
+        if (count !== before) this.remember({ cut: count });
         playing.raf = requestAnimationFrame(step);
       }
       this.schedule();
@@ -1263,6 +1391,7 @@ class RunViewUI {
     if (!this.playing) return;
     cancelAnimationFrame(this.playing.raf);
     this.playing = null;
+    this.remember({ playing: 0, cut: this.cut });
     this.schedule();
   }
 
@@ -1354,11 +1483,13 @@ class RunViewUI {
     const box = this.tokText;
     const atEnd = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
     if (atEnd !== this.tokFollow) this.setTokenFollow(atEnd);
+    if (!atEnd) this.remember({ tokTop: box.scrollTop });
   }
 
   /** @param {boolean} on */
   setTokenFollow(on) {
     this.tokFollow = on;
+    this.remember({ tokFollow: on });
     this.tokFollowBtn.hidden = on;
     this.tokSec.dataset.follow = on ? "1" : "0";
     if (on) this.scrollTokensToEnd();
@@ -1388,6 +1519,7 @@ class RunViewUI {
     const state = ending === null ? "running" : ending === "complete" ? "done" : "abandoned";
     this.runSec.hidden = open.length === 0;
     this.runSec.dataset.state = state;
+    this.runTitle.textContent = state === "running" ? "Running now" : "Left open when the run ended";
     const key = `${st.runningVersion}|${st.progressVersion}|${state}|${open.length}`;
     if (key !== this.runKey) {
       this.runKey = key;
@@ -1513,7 +1645,13 @@ class RunViewUI {
       sum.append(h("span", "drnb-object-label", label), h("span", "drnb-muted", ` #${r.seq} ${fmtRel(r.ts - st.firstTs)}`));
       const pre = h("pre", "drnb-json");
       det.append(sum, pre);
+      if (this.openObjects.has(r.key)) det.open = true; // as the user left it (restoreUi)
       det.addEventListener("toggle", () => {
+        if (det.open !== this.openObjects.has(r.key)) {
+          if (det.open) this.openObjects.add(r.key);
+          else this.openObjects.delete(r.key);
+          this.remember({ open: [...this.openObjects] });
+        }
         if (det.open && !pre.textContent) {
           const body = r.type === "checkpoint" ? d.data : r.type === "complete" ? d.output : fullEvent(r);
           pre.textContent = pretty(body ?? {});
@@ -1575,6 +1713,7 @@ class RunViewUI {
         chip.addEventListener("click", () => {
           if (this.hidden.has(t)) this.hidden.delete(t);
           else this.hidden.add(t);
+          this.remember({ hidden: [...this.hidden] });
           c.classList.toggle("drnb-off", this.hidden.has(t));
           c.setAttribute("aria-pressed", String(!this.hidden.has(t)));
           this.refilter();
@@ -1638,6 +1777,7 @@ class RunViewUI {
     } else {
       const atBottom = this.viewport.scrollTop + this.viewport.clientHeight >= this.viewport.scrollHeight - ROW_H;
       if (!atBottom && this.follow) this.setFollow(false);
+      if (!this.follow) this.remember({ logTop: this.viewport.scrollTop });
     }
     this.drawRows();
   }
@@ -1645,6 +1785,7 @@ class RunViewUI {
   /** @param {boolean} on */
   setFollow(on) {
     this.follow = on;
+    this.remember(on ? { follow: on } : { follow: on, logTop: this.viewport.scrollTop });
     this.followBtn.textContent = on ? "pause" : "resume";
     this.followBtn.classList.toggle("drnb-on", !on);
     this.root.dataset.follow = on ? "1" : "0";
@@ -1654,6 +1795,7 @@ class RunViewUI {
   /** @param {Rec | null} rec */
   select(rec) {
     this.selected = rec;
+    this.remember({ selected: rec ? rec.key : null });
     this.detail.classList.toggle("drnb-open", !!rec);
     if (rec) {
       this.detailTitle.textContent = `#${rec.seq || "–"} ${rec.type}`;

@@ -1,9 +1,11 @@
 """Comparing runs in headless Chromium: a real ``CompareView`` (its comm carried to the page)
-drawn by the shipped front end: the metrics table, outputs side by side, waterfalls on one time
-axis and the diff of the final outputs; untrusted text stays text."""
+drawn by the shipped front end: the metrics table (latency, time to first token, tokens/s),
+outputs side by side, waterfalls on one time axis and the diff of the final outputs, for stored
+runs and for a run compared while it streams; untrusted text stays text."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,20 +13,49 @@ from browser_harness import ForwardingCompareView, create_view, pump_outbox, sav
 from test_widget_browser import PAYLOADS, browser, page
 
 from dockrion_nb.engine import Engine
+from dockrion_nb.events import BaseEvent, make_event
 
 __all__ = ["browser", "page"]  # the fixtures, shared with test_widget_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
 
-def publish(engine: Engine, run_id: str, steps: list[tuple[str, int]], words: list[str]) -> None:
-    ctx = engine.context(run_id, agent_name="bot")
-    ctx.sync_emit_started()
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def timed_run(
+    run_id: str,
+    steps: list[tuple[str, int]],
+    words: list[str],
+    *,
+    first_token_ms: int = 0,
+    gap_ms: int = 10,
+    latency: float | None = None,
+) -> list[BaseEvent]:
+    """A run with fixed timestamps: ``started`` at 0, the steps one after the other, the first
+    token ``first_token_ms`` after the start and one every ``gap_ms``, ``complete`` 10 ms after
+    the last token (with ``latency`` as its latency_seconds)."""
+
+    def at(ms: int) -> datetime:
+        return T0 + timedelta(milliseconds=ms)
+
+    events = [make_event("started", run_id, timestamp=at(0), agent_name="bot")]
+    end = 0
     for name, ms in steps:
-        ctx.sync_emit_step(name, ms, [], [])
-    for w in words:
-        ctx.sync_emit_token(w)
-    ctx.sync_emit_complete({"words": len(words)})
+        end += ms
+        fields = {"node_name": name, "duration_ms": ms, "input_keys": [], "output_keys": []}
+        events.append(make_event("step", run_id, timestamp=at(end), **fields))
+    start = max(end, first_token_ms)
+    for i, word in enumerate(words):
+        events.append(make_event("token", run_id, timestamp=at(start + i * gap_ms), content=word))
+    done = start + (len(words) - 1) * gap_ms + 10
+    complete = {"output": {"words": len(words)}, "latency_seconds": latency}
+    events.append(make_event("complete", run_id, timestamp=at(done), **complete))
+    return events
+
+
+def publish(engine: Engine, run_id: str, steps: list[tuple[str, int]], words: list[str]) -> None:
+    engine.run(engine.bus.publish_many(run_id, timed_run(run_id, steps, words)))
 
 
 def compare_in_page(page: Any, engine: Engine, run_ids: list[str]) -> tuple[int, Any]:
@@ -59,12 +90,28 @@ def test_two_stored_runs_side_by_side_with_a_diff(page: Any) -> None:
     engine = Engine(name="compare-browser")  # a private memory backend: fixed names are safe
     try:
         a, b = "baseline", "candidate"
-        publish(engine, a, [("retrieve", 400), ("answer", 900)], ["The ", "cat ", "sat."])
-        publish(engine, b, [("retrieve", 200)], ["The ", "dog ", "sat ", "down."])
+        # a: steps until 1.3 s, tokens from 1.4 s every 50 ms, latency reported (1.51 s);
+        # b: tokens from 250 ms every 25 ms, no latency reported (its span: 335 ms)
+        first = timed_run(
+            a,
+            [("retrieve", 400), ("answer", 900)],
+            ["The ", "cat ", "sat."],
+            first_token_ms=1400,
+            gap_ms=50,
+            latency=1.51,
+        )
+        second = timed_run(
+            b, [("retrieve", 200)], ["The ", "dog ", "sat ", "down."], first_token_ms=250, gap_ms=25
+        )
+        engine.run(engine.bus.publish_many(a, first))
+        engine.run(engine.bus.publish_many(b, second))
         _, view = compare_in_page(page, engine, [a, b])
         heads = page.locator(".drnb-compare .drnb-cmp-run").all_text_contents()
         assert heads == [a, b]
         assert cell(page, "status") == ["complete", "complete"]
+        assert cell(page, "latency") == ["1.51 s", "335 ms"]
+        assert cell(page, "ttft") == ["1.40 s", "250 ms"]
+        assert cell(page, "rate") == ["20.0", "40.0"]
         assert cell(page, "tokens") == ["3", "4"]
         assert cell(page, "steps") == ["2", "1"]
         assert cell(page, "errors") == ["none", "none"]
@@ -118,6 +165,53 @@ def test_compared_runs_render_untrusted_text_as_text(page: Any, run_id: str) -> 
             page.locator(".drnb-cmp-step-group .drnb-step-name").first.text_content()
             == (PAYLOADS[0])
         )
+        view.close()
+    finally:
+        engine.shutdown()
+
+
+def test_a_live_run_is_compared_in_the_page_as_it_streams(page: Any) -> None:
+    engine = Engine(name="compare-live-browser")  # a private memory backend
+    try:
+        a, b = "stored", "streaming"
+        words = ["The ", "dog ", "sat ", "down."]
+        publish(engine, a, [("retrieve", 200)], ["The ", "cat ", "sat."])
+        live = timed_run(b, [("plan", 100)], words, first_token_ms=300, gap_ms=100, latency=0.75)
+        view = ForwardingCompareView([a, b], engine=engine)  # b has no events yet
+        mid = create_view(page, view.initial)
+
+        def shown(run: int) -> int:
+            return int(
+                page.evaluate(
+                    "([id, i]) => H.view(id).cs.stores[i]?.records.length ?? 0", [mid, run]
+                )
+            )
+
+        pump_outbox(page, mid, view, until=lambda: shown(0) == 6)
+        assert cell(page, "status") == ["complete", "waiting"]
+        # b streams: started, its step and two tokens so far
+        engine.run(engine.bus.publish_many(b, live[:4]))
+        pump_outbox(page, mid, view, until=lambda: shown(1) == 4)
+        assert cell(page, "status") == ["complete", "running"]
+        assert cell(page, "tokens") == ["3", "2"]
+        assert cell(page, "ttft") == ["200 ms", "300 ms"]
+        assert cell(page, "latency")[1] == "\u2013"  # not over yet
+        outputs = page.locator(".drnb-compare .drnb-cmp-output").all_text_contents()
+        assert outputs == ["The cat sat.", "The dog "]
+        # the rest of b, then its end
+        engine.run(engine.bus.publish_many(b, live[4:]))
+        pump_outbox(page, mid, view, until=lambda: shown(1) == len(live))
+        page.wait_for_function(
+            "() => document.querySelector('.drnb-compare tr[data-metric=\"status\"] td:last-child')"
+            ".textContent === 'complete'"
+        )
+        assert cell(page, "status") == ["complete", "complete"]
+        assert cell(page, "latency") == ["230 ms", "750 ms"]
+        assert cell(page, "rate") == ["100.0", "10.0"]
+        outputs = page.locator(".drnb-compare .drnb-cmp-output").all_text_contents()
+        assert outputs == ["The cat sat.", "The dog sat down."]
+        assert page.locator(".drnb-cmp-diff ins").all_text_contents() == ["dog", "sat down."]
+        assert view.wait(10) == ["complete", "complete"]
         view.close()
     finally:
         engine.shutdown()

@@ -259,6 +259,11 @@ def test_marimo_renders_the_view_and_updates_it_live(work: Path) -> None:
 
 
 def test_an_executed_notebook_saves_the_final_static_view(work: Path) -> None:
+    """nbclient runs a notebook that shows a view, then publishes the run; nothing in it asks
+    for a refresh. The saved output's static HTML is the final view (what GitHub shows), the
+    saved widget state is final too (what nbviewer draws the widget from), and nbconvert's
+    default export of the notebook as JupyterLab saves it (no widget state) shows the static
+    view, escaped, in Chromium."""
     require(chromium_available(), "headless Chromium (/usr/bin/chromium + playwright) missing")
     require(jupyter_available(), "Jupyter and ipykernel are not installed")
     import nbclient
@@ -275,20 +280,38 @@ def test_an_executed_notebook_saves_the_final_static_view(work: Path) -> None:
         "    ctx.sync_emit_token(word)\n"
         'ctx.sync_emit_step("plan", 120, ["q"], ["plan"])\n'
         "ctx.sync_emit_complete(latency_seconds=0.5)\n"
-        "w.wait(10)\n"
-        "w.refresh_static()  # the saved output becomes the final view"
+        "w.wait(10)"
     )
     write_notebook(nb_path, [show, publish])
     nb = nbformat.read(nb_path, as_version=4)
     nbclient.NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     out = nb.cells[0].outputs[0]
-    static = out["data"]["text/html"]
-    assert "complete" in static and "&lt;b&gt;not bold&lt;/b&gt; final answer" in static
     assert "application/vnd.jupyter.widget-view+json" in out["data"]  # the live view stays
-    # nbviewer and GitHub show the HTML fallback; nbconvert does with text/html first
-    exporter = HTMLExporter()
-    exporter.config.NbConvertBase.display_data_priority = ["text/html", "text/plain"]
-    body, _ = exporter.from_notebook_node(nb)
+    static = out["data"]["text/html"]
+    assert "complete &middot; 6 events" in static
+    assert "&lt;b&gt;not bold&lt;/b&gt; final answer" in static
+    assert "RunView(static-run) complete, 6 events" in out["data"]["text/plain"]
+
+    # the widget state nbclient saved: what nbviewer's widget renderer draws the view from
+    model_id = out["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    saved = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    state = saved[model_id]["state"]
+    assert (state["status"], state["event_count"], state["connection"]) == (
+        "complete",
+        6,
+        "closed",
+    )
+    assert state["sent_upto"] == state["last_sequence"] == 6
+    assert state["snapshot"]["note"] == "saved view: 6 events"
+    # nbconvert's default export picks the widget (its code comes from a CDN, so not here)
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    assert 'type="application/vnd.jupyter.widget-view+json"' in body
+    assert "saved view: 6 events" in body and "dockrion-runview-static" not in body
+
+    # JupyterLab saves no widget state by default: nbconvert's default export (what nbviewer
+    # does) then shows the static view
+    del nb.metadata["widgets"]
+    body, _ = HTMLExporter().from_notebook_node(nb)
     html_file = work / "static.html"
     html_file.write_text(body)
     with browser_context() as context:

@@ -225,6 +225,67 @@ def test_live_view_follows_another_process_over_redis(kernel: Kernel, redis_url:
         redis_cleanup(redis_url, run_id)
 
 
+def display_ids(kernel: Kernel, msg_id: str) -> list[str]:
+    """The display ids of what cell ``msg_id`` displayed."""
+    return [
+        m["content"]["transient"]["display_id"]
+        for m in kernel.log
+        if m["msg_type"] == "display_data"
+        and m["parent_header"].get("msg_id") == msg_id
+        and m["content"].get("transient", {}).get("display_id")
+    ]
+
+
+def display_updates(kernel: Kernel, display_id: str) -> list[dict[str, Any]]:
+    return [
+        m
+        for m in kernel.log
+        if m["msg_type"] == "update_display_data"
+        and m["content"].get("transient", {}).get("display_id") == display_id
+    ]
+
+
+def test_the_static_view_becomes_final_when_the_run_ends(kernel: Kernel) -> None:
+    """A view shown before its run ends: the static HTML in its output (what GitHub and
+    nbviewer show of a saved notebook) is replaced by the final view when the run ends, with no
+    call, under the cell then running (so nbclient records it) and before ``wait()`` returns.
+    A display made after the end is final already and is left alone."""
+    show = kernel.submit("from dockrion_nb.widget import RunView\nw = RunView('auto-static')\nw")
+    kernel.wait_for(show, "status", execution_state="idle")
+    [shown] = display_ids(kernel, show)
+    cell = kernel.submit(
+        "from dockrion_nb.engine import get_engine\n"
+        "ctx = get_engine().context('auto-static', agent_name='bot')\n"
+        "ctx.sync_emit_started()\n"
+        "for word in ['<b>final', ' answer</b>']:\n"
+        "    ctx.sync_emit_token(word)\n"
+        "ctx.sync_emit_complete(latency_seconds=0.5)\n"
+        "print('waited', w.wait(10))\n"
+    )
+    kernel.wait_for(cell, "status", execution_state="idle")
+    assert kernel.stdout(cell) == "waited complete\n"
+    [update] = display_updates(kernel, shown)
+    data = update["content"]["data"]
+    assert "application/vnd.jupyter.widget-view+json" in data  # the live view stays
+    assert "auto-static</b> &middot; complete &middot; 4 events" in data["text/html"]
+    assert "&lt;b&gt;final answer&lt;/b&gt;" in data["text/html"]
+    assert "complete, 4 events" in data["text/plain"]
+    assert update["parent_header"]["msg_id"] == cell
+    printed = next(
+        i
+        for i, m in enumerate(kernel.log)
+        if m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == cell
+    )
+    assert kernel.index(cell, "busy") < kernel.log.index(update) < printed
+
+    again = kernel.submit("display(w)")
+    kernel.wait_for(again, "status", execution_state="idle")
+    [later] = display_ids(kernel, again)
+    kernel.run("import time; time.sleep(0.5)")
+    assert display_updates(kernel, later) == []
+    assert len(display_updates(kernel, shown)) == 1
+
+
 @pytest.mark.parametrize(
     ("run_id", "body"),
     [

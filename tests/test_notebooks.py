@@ -2,9 +2,9 @@
 
 Each notebook is executed with nbclient in a fresh ``python3`` kernel (the one installed with
 this environment), in a scratch working directory. A notebook fails its test on any error
-output or anything written to stderr, and unless the live view its last cell syncs
-(``view.send_state()``) received the whole run: nbclient saves the widget state the kernel
-sent, which is what a browser would have been told.
+output or anything written to stderr, and unless each live view it names was saved with the
+whole run: nbclient saves the widget state the kernel sent under a running cell, which a view
+sends again by itself when its run ends.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 # A view each tutorial must end with: (run id pattern, status, whole run). "Whole run" means the
 # view holds every event of the run (event_count == last_sequence) and has sent all of them to
-# the front end (sent_upto == last_sequence); a filtered view only needs some events. Views
-# updated after their cell ended may be saved stale (nbclient keeps only messages of the running
-# cell), which is why the last cell of each tutorial calls send_state() on one view.
+# the front end (sent_upto == last_sequence); a filtered view only needs some events. nbclient
+# keeps only messages of the running cell: a view sends its final state again under the
+# kernel's latest request when its run ends, so no tutorial needs to call send_state().
 EXPECTED_VIEWS: dict[str, list[tuple[str, str, bool]]] = {
     "01-quickstart": [("quickstart-2", "complete", True)],
     "02-redis-many-processes": [("tour-*", "complete", True)],
@@ -56,10 +56,22 @@ def saved_views(nb: Any) -> list[dict[str, Any]]:
     models = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     keys = ("run_id", "status", "event_count", "last_sequence", "sent_upto", "connection")
     return [
-        {k: m["state"].get(k) for k in keys}
-        for m in models.values()
+        {"model_id": model_id, **{k: m["state"].get(k) for k in keys}}
+        for model_id, m in models.items()
         if m.get("model_name") == "AnyModel" and "run_id" in m.get("state", {})
     ]
+
+
+def static_views(nb: Any) -> dict[str, str]:
+    """The static HTML saved next to each widget output (what GitHub shows), by model id."""
+    found = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            view = data.get("application/vnd.jupyter.widget-view+json")
+            if view and "text/html" in data:
+                found[view["model_id"]] = data["text/html"]
+    return found
 
 
 def received(view: dict[str, Any], whole: bool) -> bool:
@@ -140,12 +152,17 @@ def test_tutorial_runs_top_to_bottom(name: str, tmp_path: Path) -> None:
     assert not problems, "\n".join(problems)
 
     views = saved_views(nb)
+    statics = static_views(nb)
     assert views, f"{name}: no RunView state was saved"
     for pattern, status, whole in EXPECTED_VIEWS[name]:
         matching = [v for v in views if fnmatch.fnmatchcase(v["run_id"], pattern)]
         assert matching, f"{name}: no view of a run matching {pattern!r} in {views!r}"
         good = [v for v in matching if v["status"] == status and received(v, whole)]
         assert good, f"{name}: no view of {pattern!r} ended {status!r} with its events: {matching}"
+        # its output's static HTML (what GitHub shows of the saved notebook) is final too
+        shown = [statics[v["model_id"]] for v in good if v["model_id"] in statics]
+        final = [h for h in shown if f"&middot; {status} &middot; " in h]
+        assert final, f"{name}: the static view of {pattern!r} is not final: {shown}"
 
     # Processes a tutorial starts, it stops: its last cell names them "(pid N)".
     last = nb.cells[-1]

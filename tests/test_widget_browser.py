@@ -614,6 +614,7 @@ def test_running_steps_show_a_live_timer_then_leave_when_they_end(page: Any) -> 
     wait_for_records(page, mid, 4)
     root = root_selector(mid)
     # step-start events show at once, a step with progress below 100% too
+    assert text(page, mid, ".drnb-running .drnb-title") == "Running now"
     assert texts(page, mid, ".drnb-running-name") == ["agent", "web_search", "download"]
     assert texts(page, mid, ".drnb-running-kind") == ["chain", "tool", "progress"]
     assert set(texts(page, mid, ".drnb-running-state")) == {"running"}
@@ -707,6 +708,46 @@ def test_open_steps_and_unfinished_progress_settle_when_the_run_fails(page: Any)
     assert text(page, mid, ".drnb-step-keys") == "error: disk full"
 
 
+def test_open_steps_and_unfinished_progress_settle_when_the_run_is_cancelled(page: Any) -> None:
+    mid = create_view(page, default_state(status="running"))
+    push(
+        page,
+        mid,
+        batch(
+            [
+                ev(1, "started", 0),
+                ev(2, "custom:step_start", 100, node_name="agent", step_id="a"),
+                ev(3, "custom:step_start", 200, node_name="search", step_id="s", parent_id="a"),
+                ev(4, "progress", 300, step="download", progress=0.3, message="6 of 20"),
+                ev(5, "progress", 400, step="parse", progress=0.6),
+                ev(6, "step", 900, node_name="parse", duration_ms=500),
+                ev(7, "cancelled", 1500, reason="user pressed stop"),
+            ]
+        ),
+    )
+    wait_for_records(page, mid, 7)
+    root = root_selector(mid)
+    assert text(page, mid, ".drnb-badge") == "cancelled"
+    # the open steps are abandoned, their timers stopped at the run's last event
+    assert texts(page, mid, ".drnb-running-name") == ["agent", "search"]
+    assert texts(page, mid, ".drnb-running-state") == ["abandoned", "abandoned"]
+    assert page.get_attribute(f"{root} .drnb-running", "data-state") == "abandoned"
+    assert text(page, mid, ".drnb-running .drnb-title") == "Left open when the run ended"
+    frozen = texts(page, mid, ".drnb-running-time")
+    assert frozen == ["1.40 s", "1.30 s"]
+    page.wait_for_timeout(600)
+    assert texts(page, mid, ".drnb-running-time") == frozen  # settled: no longer ticking
+    # a bar left at 30% reads as stopped there; the one whose step ended as done
+    states = page.eval_on_selector_all(
+        f"{root} .drnb-progress-row", "els => els.map(e => e.dataset.state)"
+    )
+    assert states == ["abandoned", "done"]
+    assert texts(page, mid, ".drnb-progress-pct") == ["stopped 30%", "done"]
+    assert page.get_attribute(f"{root} .drnb-progress-row", "title") == "last reported 30%"
+    assert text(page, mid, ".drnb-box-cancelled .drnb-box-message") == "user pressed stop"
+    save_shot(page.locator(root), "settled.png")
+
+
 def test_a_step_left_open_by_a_completed_run_ends_with_the_run(page: Any) -> None:
     mid = create_view(page, default_state())
     push(
@@ -764,3 +805,4 @@ def test_output_follows_the_newest_tokens_until_the_user_scrolls_up(page: Any) -
     push(page, mid, batch([ev(n + 202, "token", 20000, content=" end")], prev=n + 201))
     wait_for_records(page, mid, n + 202)
     page.wait_for_function(f"sel => ({at_end})(document.querySelector(sel))", arg=box)
+    save_shot(page.locator(f"{root} .drnb-tokens"), "follow-tokens.png")

@@ -14,6 +14,7 @@ from browser_harness import (
     save_shot,
     wait_for_records,
 )
+from playwright.sync_api import expect
 from test_widget_browser import batch, browser, ev, full_run, page, push, text, texts
 
 from dockrion_nb.events import BaseEvent
@@ -208,3 +209,119 @@ def test_a_large_run_keeps_its_last_events_in_the_snapshot() -> None:
     assert kept[0]["type"] == "started" and kept[-1]["type"] == "complete"
     assert 50 < len(kept) < 120
     assert snap["note"] == f"saved view: the last {len(kept)} of 2002 events"
+
+
+# -- a view its host draws again ------------------------------------------------------------------
+
+
+def busy_attempts() -> list[BaseEvent]:
+    """Two attempts; the first is long enough to scroll both the log and the output."""
+    out = [
+        ev(1, "started", 0, agent_name="bot"),
+        ev(2, "checkpoint", 5, name="state", data={"docs": 3}),
+    ]
+    out += [ev(3 + i, "score", 10 + i, value=i) for i in range(30)]
+    out += [ev(33 + i, "token", 100 + i, content=f"word{i} ") for i in range(600)]
+    n = len(out)
+    out += [
+        ev(n + 1, "started", 5000, agent_name="bot"),
+        ev(n + 2, "token", 5100, content="second"),
+        ev(n + 3, "complete", 5200, output={"answer": 2}),
+    ]
+    return out
+
+
+UI_STATE_JS = """sel => {
+  const root = document.querySelector(sel);
+  const q = (s) => root.querySelector(s);
+  return {
+    view: root.__drnbView.constructor.name,
+    attempt: [...root.querySelectorAll('.drnb-attempt.drnb-on')].map(b => b.dataset.attempt),
+    travel: root.dataset.travel, mode: q('.drnb-travel-mode').textContent,
+    off: [...root.querySelectorAll('.drnb-chip.drnb-off')].map(c => c.dataset.type),
+    search: q('.drnb-search').value, logInfo: q('.drnb-log-info').textContent,
+    follow: root.dataset.follow, followBtn: q('.drnb-follow').textContent,
+    logTop: q('.drnb-viewport').scrollTop,
+    selected: q('.drnb-row.drnb-selected .drnb-seq')?.textContent ?? null,
+    detail: q('.drnb-detail').classList.contains('drnb-open')
+      ? q('.drnb-detail-title').textContent : '',
+    mono: q('.drnb-token-text').classList.contains('drnb-mono'),
+    tokTop: q('.drnb-token-text').scrollTop,
+    tokFollowShown: !q('.drnb-token-follow').hidden,
+    opened: [...root.querySelectorAll('details.drnb-object')].filter(d => d.open)
+      .map(d => d.dataset.seq),
+  };
+}"""
+
+
+def test_a_view_drawn_again_by_its_host_comes_back_as_the_user_left_it(page: Any) -> None:
+    """JupyterLab makes a new view when the output's static HTML is refreshed at the run's end;
+    everything the user set lives in the widget's store, so the new view looks the same."""
+    events = busy_attempts()
+    mid = create_view(page, default_state(connection="closed", status="complete"))
+    push(page, mid, batch(events))
+    wait_for_records(page, mid, len(events))
+    root = root_selector(mid)
+    # the user: the first attempt, at its event 400 (by time), tokens hidden, a search, the log
+    # paused and scrolled, an event opened, the output in monospace and scrolled up, the
+    # checkpoint opened
+    page.click(f'{root} .drnb-attempt[data-attempt="1"]')
+    page.wait_for_function("sel => document.querySelector(sel).dataset.shown === '632'", arg=root)
+    scrub(page, root, 400)
+    page.wait_for_function("sel => document.querySelector(sel).dataset.shown === '400'", arg=root)
+    page.click(f"{root} .drnb-travel-mode")
+    page.click(f'{root} .drnb-chip[data-type="token"]')
+    page.fill(f"{root} .drnb-search", "score")
+    page.eval_on_selector(f"{root} .drnb-viewport", "el => { el.scrollTop = 110; }")
+    page.wait_for_function("sel => document.querySelector(sel).dataset.follow === '0'", arg=root)
+    page.click(f'{root} .drnb-row[data-index="7"]')  # in view: no scrolling to it
+    page.click(f"{root} .drnb-mono-toggle")
+    page.eval_on_selector(f"{root} .drnb-token-text", "el => { el.scrollTop = 50; }")
+    expect(page.locator(f"{root} .drnb-token-follow")).to_be_visible()
+    page.click(f'{root} details.drnb-object[data-seq="2"] summary')
+    before = page.evaluate(UI_STATE_JS, root)
+    assert before["attempt"] == ["1"] and before["travel"] == "400" and before["mode"] == "by time"
+    assert before["off"] == ["token"] and before["logInfo"] == "30 of 400"
+    assert before["follow"] == "0" and before["logTop"] == 110 and before["tokTop"] == 50
+    assert before["selected"] and before["detail"] == f"#{before['selected']} custom:score"
+    assert before["mono"] and before["tokFollowShown"] and before["opened"] == ["2"]
+
+    page.evaluate("id => { H.view(id).tag = 'old'; }", mid)
+    page.evaluate("id => H.rerender(id, 0)", mid)
+    page.wait_for_function(
+        "([id, sel]) => document.querySelector(sel) && H.models.get(id).views[0].replaced",
+        arg=[mid, root],
+    )
+    assert page.evaluate("id => H.view(id).tag", mid) is None  # a new view, in the same place
+    page.wait_for_function(
+        "sel => document.querySelector(sel).querySelector('.drnb-viewport').scrollTop === 110",
+        arg=root,
+        timeout=5000,
+    )
+    assert page.evaluate(UI_STATE_JS, root) == before
+
+
+def test_a_replay_at_pace_goes_on_in_a_view_drawn_again(page: Any) -> None:
+    events = [ev(1, "started", 0)]
+    events += [ev(2 + i, "token", 500 * (i + 1), content=f"w{i} ") for i in range(38)]
+    events.append(ev(40, "complete", 20_000))
+    mid = create_view(page, default_state(connection="closed", status="complete"))
+    push(page, mid, batch(events))
+    wait_for_records(page, mid, 40)
+    root = root_selector(mid)
+    scrub(page, root, 10)
+    page.wait_for_function("sel => document.querySelector(sel).dataset.shown === '10'", arg=root)
+    page.click(f'{root} .drnb-play[data-speed="2"]')
+    page.wait_for_function(
+        "sel => Number(document.querySelector(sel).dataset.shown) > 10", arg=root
+    )
+    page.evaluate("id => H.rerender(id, 0)", mid)
+    page.wait_for_function("id => H.models.get(id).views[0].replaced", arg=mid)
+    playing = page.evaluate("sel => document.querySelector(sel).__drnbView.playing?.speed", root)
+    assert playing == 2
+    assert page.get_attribute(f'{root} .drnb-play[data-speed="2"]', "class").count("drnb-on")
+    shown = int(page.get_attribute(root, "data-shown") or 0)
+    assert 10 < shown < 40  # it goes on from where it was, not from the start or the end
+    page.wait_for_function(
+        "([sel, n]) => Number(document.querySelector(sel).dataset.shown) > n", arg=[root, shown]
+    )

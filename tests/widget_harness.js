@@ -64,6 +64,18 @@ window.H = {
     entry.views.push({ el, cleanup });
     return entry.views.length - 1;
   },
+  // What JupyterLab does when a widget's output is updated (display_id): the output's node is
+  // emptied (the old view is not destroyed), a new view is rendered, then attached.
+  async rerender(id, i = 0) {
+    const entry = models.get(id);
+    const host = entry.views[i].el;
+    host.textContent = "Loading widget...";
+    const el = document.createElement("div");
+    const cleanup = await widget.render({ model: proxy(entry.model), el });
+    await new Promise((resolve) => requestAnimationFrame(resolve));
+    host.replaceChildren(el);
+    entry.views[i] = { el: host, cleanup, replaced: entry.views[i] };
+  },
   push(id, msgs) { for (const m of msgs) models.get(id).model.trigger("msg:custom", m, []); },
   set(id, changes) { for (const [k, v] of Object.entries(changes)) models.get(id).model.set(k, v); },
   apply(id, ops) {
