@@ -281,7 +281,10 @@ def publish(
     else:
         model = parse_event({"run_id": run_id, **event, **fields})
     eng = engine or get_engine()
-    return eng.run(eng.bus.publish(run_id, model))
+    stored = eng.run(eng.bus.publish(run_id, model))
+    if stored.is_terminal:
+        eng.settle_followers(run_id)  # this process's live views show the end first
+    return stored
 
 
 def publish_many(
@@ -290,7 +293,10 @@ def publish_many(
     """Publish a batch in order (one round trip on Redis); returns them with sequences."""
     validate_run_id(run_id)
     eng = engine or get_engine()
-    return eng.run(eng.bus.publish_many(run_id, list(events)))
+    stored = eng.run(eng.bus.publish_many(run_id, list(events)))
+    if any(event.is_terminal for event in stored):
+        eng.settle_followers(run_id)  # this process's live views show the end first
+    return stored
 
 
 # -- tracing a run --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import threading
+import time
 import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
@@ -30,6 +31,17 @@ log = masked_logger("dockrion_nb.engine")
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 30.0
+FOLLOWER_SETTLE = 5.0
+"""Seconds a traced run that ends waits, at most, for this process's live views of it."""
+
+
+class Settling:
+    """What a live view of a run gives the engine: ``settled`` is set once the view has taken
+    in the run's end and sent its last state. A plain object, so views are held weakly."""
+
+    def __init__(self, run_id: str, settled: threading.Event) -> None:
+        self.run_id = run_id
+        self.settled = settled
 
 
 class Engine:
@@ -49,6 +61,8 @@ class Engine:
         self._switch_listeners: list[Callable[[EventBus], Any]] = []
         # Contexts handed out, for ``run``'s read-after-write (weakly: they end with their run).
         self._contexts: weakref.WeakSet[StreamContext] = weakref.WeakSet()
+        # Live views' settling marks (weakly: a view that is dropped stops counting).
+        self._followers: weakref.WeakSet[Settling] = weakref.WeakSet()
         self._lock = threading.RLock()
         self._closed = False
 
@@ -237,6 +251,25 @@ class Engine:
                 self._switch_listeners.remove(listener)
 
         return remove
+
+    def add_follower(self, follower: Settling) -> None:
+        """A live view of ``follower.run_id`` in this process (see ``settle_followers``)."""
+        with self._lock:
+            self._followers.add(follower)
+
+    def settle_followers(self, run_id: str, timeout: float = FOLLOWER_SETTLE) -> None:
+        """Wait, at most ``timeout`` seconds, until every live view of ``run_id`` in this process
+        has shown the run's end. Called when a traced run (a ``%%publish`` cell) ends, so the
+        views' last state goes out while the cell still runs: a front end that records
+        messages per running cell (nbclient, so nbconvert) then saves the final view, and a
+        user sees ``complete`` by the time the cell finishes."""
+        if self.in_engine_thread:
+            return  # the views are fed from here: waiting would stop them
+        with self._lock:
+            waiting = [f.settled for f in self._followers if f.run_id == run_id]
+        deadline = time.monotonic() + timeout
+        for settled in waiting:
+            settled.wait(max(0.0, deadline - time.monotonic()))
 
     def context(
         self,

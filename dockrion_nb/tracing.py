@@ -212,14 +212,23 @@ class Trace:
     def complete(self, output: Any = None) -> None:
         if not self.finished:
             self.ctx.sync_emit_complete(output_of(output), self._latency(), self._metadata())
+        self._settle()
 
     def fail(self, exc: BaseException, tb_text: str | None = None) -> None:
         if not self.finished:
             self.ctx.sync_emit_error(*self._error_fields(exc, tb_text))
+        self._settle()
 
     def cancel(self, reason: str) -> None:
         if not self.finished:
             self.ctx.sync_emit_cancelled(reason)
+        self._settle()
+
+    def _settle(self) -> None:
+        """Once the run has ended, let this process's live views of it show the end before
+        the caller (a cell) goes on."""
+        if self.finished:
+            self.engine.settle_followers(self.run_id)
 
     def end(self, exc: BaseException | None, tb_text: str | None = None) -> None:
         """Emit the terminal event for how the body ended."""
@@ -282,11 +291,14 @@ class Trace:
     ) -> None:
         if self._scope is not None:
             self._scope.close()
-        if self.finished:
-            return
-        if exc is None:
-            await self.ctx.emit_complete(output_of(self.output), self._latency(), self._metadata())
-        elif isinstance(exc, CANCELLING):
-            await self.ctx.emit_cancelled(f"interrupted ({type(exc).__name__})")
-        else:
-            await self.ctx.emit_error(*self._error_fields(exc))
+        if not self.finished:
+            if exc is None:
+                await self.ctx.emit_complete(
+                    output_of(self.output), self._latency(), self._metadata()
+                )
+            elif isinstance(exc, CANCELLING):
+                await self.ctx.emit_cancelled(f"interrupted ({type(exc).__name__})")
+            else:
+                await self.ctx.emit_error(*self._error_fields(exc))
+        if self.finished and not self.engine.in_engine_thread:
+            await asyncio.to_thread(self.engine.settle_followers, self.run_id)

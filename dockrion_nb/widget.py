@@ -29,7 +29,7 @@ import anywidget
 import traitlets as t
 from pydantic_core import PydanticSerializationError
 
-from .engine import Engine, get_engine
+from .engine import Engine, Settling, get_engine
 from .events import (
     GAP_TYPE,
     TERMINAL_TYPES,
@@ -351,6 +351,10 @@ class RunView(anywidget.AnyWidget):
         if source is None:
             remover = self._engine.on_switch(switched)
             self._remove_switch_listener = remover if callable(remover) else None
+            if live:
+                # held by the view: a traced run of this process waits for it at its end
+                self._settling = Settling(self.run_id, self._settled)
+                self._engine.add_follower(self._settling)
         self._start(bus)
 
     def _start(self, bus: EventBus) -> None:

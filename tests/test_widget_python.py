@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import sys
 import threading
@@ -459,6 +461,47 @@ def test_redis_view_shows_reconnecting_and_resumes_after_a_restart(
         view.close()
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("how", ["sync", "async", "failing", "published"])
+def test_a_traced_run_ends_once_its_live_views_show_the_end(
+    engine: Engine, run_id: str, how: str
+) -> None:
+    """When a traced run (a ``%%publish`` cell) ends, its live views in this process have
+    shown the end and sent their last state: a notebook saved per running cell (nbclient)
+    keeps the final view, and the user sees the status the cell ended with."""
+    from dockrion_nb.tracing import Trace
+
+    view = CapturingRunView(run_id, engine=engine)
+    other = CapturingRunView(f"{run_id}-other", engine=engine)  # another run: not waited for
+    if how == "async":
+
+        async def body() -> None:
+            async with Trace(run_id, engine=engine) as ctx:
+                for i in range(50):
+                    await ctx.emit_token(f"{i} ")
+
+        asyncio.run(body())
+    elif how == "published":  # %%publish --events-body, %publish RUN complete
+        from dockrion_nb import api
+
+        rows = [{"type": "started"}, *({"type": "token", "content": f"{i} "} for i in range(50))]
+        api.publish_many(run_id, rows, engine=engine)
+        api.publish(run_id, "complete", engine=engine)
+    else:
+        with contextlib.suppress(RuntimeError), Trace(run_id, engine=engine) as ctx:
+            for i in range(50):
+                ctx.sync_emit_token(f"{i} ")
+            if how == "failing":
+                raise RuntimeError("the agent gave up")
+    # no wait(): the trace's end waited for the view
+    assert not view.following
+    assert view.status == ("error" if how == "failing" else "complete")
+    assert view.connection == "closed" and view.snapshot
+    assert view.sent_upto == view.last_sequence == 52
+    assert other.following
+    view.close()
+    other.close()
 
 
 def test_no_trait_message_or_saved_output_of_a_view_shows_the_redis_password(
