@@ -24,8 +24,9 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning"),
 ]
 
-MEMORY_KEYS = {"1a", "1b", "1c", "3a", "3b", "4a", "4b", "5a"}
-REDIS_KEYS = {"2a", "2b", "2c", "2d", "3c", "3d", "4c", "4d", "5b", "6a", "6b"}
+MEMORY_KEYS = {"1a", "1b", "1c", "1d", "1e", "1f", "3a", "3b", "4a", "4b", "5a"}
+REDIS_KEYS = {"2a", "2b", "2c", "2d", "2e", "2f", "2g", "3c", "3d", "4c", "4d", "5b", "6a", "6b"}
+STRICT_KEYS = {"1d", "1e", "1f", "2e", "2f", "2g"}  # events built in the loop, logging off
 BEYOND_KEYS = {"8a", "8b", "8c", "8d", "8e", "8f", "8g"}  # own node, cluster, Sentinel
 
 
@@ -40,8 +41,12 @@ def test_tiny_bench_produces_every_row_with_the_table_structure(redis_url: str) 
     for key in MEMORY_KEYS:
         assert rows[key].ours is not None and rows[key].dockrion is not None, key
         assert rows[key].ratio is not None and rows[key].ratio > 0, key
-    for key in ("1b", "1c", "5a"):
+    for key in ("1b", "1c", "1e", "1f", "5a"):
         assert rows[key].ours_delivered == 1.0, key
+    for key in STRICT_KEYS:  # each row says which conditions it was measured under
+        assert "strict" in rows[key].name and rows[key].profile is not None, key
+    for key in ("1a", "1b", "1c", "2a", "2b", "2c"):
+        assert "kind" in rows[key].name, key
     for key in REDIS_KEYS - {"2d"}:
         assert rows[key].dockrion is not None, key
     for key in ("2a", "2b", "2c", "2d", "3c", "3d", "4c", "4d", "5b", "6a"):
@@ -51,6 +56,7 @@ def test_tiny_bench_produces_every_row_with_the_table_structure(redis_url: str) 
     if rows["6b"].ours is not None:
         assert rows["6b"].ours == 0
         assert rows["2b"].ours_delivered == 1.0
+        assert rows["2f"].ours_delivered == 1.0
     else:
         assert rows["6b"].reason
 
