@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import beyond, ceiling, limits, scenarios
+from . import beyond, ceiling, endtoend, limits, scenarios
 from .curves import RESULTS_SECTION as CURVES_SECTION
 from .progress import Progress
 from .report import ProfileRun, Row, Target, load_average, machine, table
@@ -62,6 +62,10 @@ class Sizes:
     procs_repeats: int = 3
     settle: float = 0.5
     profile_scale: float = 0.25  # profiles rerun ours at this fraction of the size
+    e2e_n: int = 20_000  # StreamContext.emit_token to a subscriber (group 9)
+    e2e_thread_n: int = 20_000
+    e2e_repeats: int = 3
+    footprint_n: int = 100_000  # events per run for bytes per stored event (group 10)
 
 
 FULL = Sizes("full")
@@ -80,6 +84,8 @@ QUICK = Sizes(
     procs_repeats=1,
     settle=0.3,
     profile_scale=0.5,
+    e2e_thread_n=5_000,
+    e2e_repeats=1,
 )
 TINY = Sizes(
     "tiny",
@@ -102,15 +108,27 @@ TINY = Sizes(
     procs_repeats=1,
     settle=0.1,
     profile_scale=1.0,
+    e2e_n=200,
+    e2e_thread_n=100,
+    e2e_repeats=1,
+    footprint_n=2_000,
 )
 
 
-# The issue's row groups: 1 memory publish ... 7 widget, 8 beyond one node (cluster, Sentinel)
-ALL_GROUPS = frozenset(range(1, 9))
+# The issue's row groups: 1 memory publish ... 7 widget, 8 beyond one node (cluster, Sentinel),
+# 9 end to end (StreamContext to a subscriber), 10 memory footprint (bytes per stored event)
+ALL_GROUPS = frozenset(range(1, 11))
 BEYOND = {"full": beyond.FULL, "quick": beyond.QUICK, "tiny": beyond.TINY}
 REDIS_GROUPS = frozenset(range(2, 7))  # groups with Redis rows (2-6)
 
 
+FOOTPRINT_CASES = (
+    ("token", "tracemalloc"),
+    ("checkpoint", "tracemalloc"),
+    ("token", "rss"),
+    ("checkpoint", "rss"),
+)
+STRICT_E2E = "strict: built by the context's call, logging.disable on"
 KIND = "kind: events prebuilt, Dockrion's log records formatted to /dev/null"
 STRICT = "strict: events built in the timed loop, logging.disable on"
 
@@ -131,7 +149,7 @@ class Bench:
     rows: list[Row] = field(default_factory=list)
     server_version: str = "not used"
     ours_redis_reason: str | None = None
-    only: frozenset[int] = ALL_GROUPS  # the row groups (1-7) to measure
+    only: frozenset[int] = ALL_GROUPS  # the row groups (1-10) to measure
     _seq: int = 0
     raw: Any = None
 
@@ -147,6 +165,8 @@ class Bench:
             (3, self.memory_latency),
             (4, self.memory_replay),
             (5, self.memory_fanout),
+            (9, self.end_to_end),
+            (10, self.footprint),
         )
         redis_groups = (
             (2, self.redis_publish),
@@ -245,6 +265,7 @@ class Bench:
         end_to_end: bool = False,
         target: Target | None = None,
         profile: ProfileRun | None = None,
+        rate_label: str = "publish",
     ) -> Row:
         def fig(ds: list[Delivery]) -> float | None:
             if not ds:
@@ -258,7 +279,7 @@ class Bench:
         def pub_note(ds: list[Delivery]) -> str:
             if not (end_to_end and ds):
                 return ""
-            return f"publish {median([d.publish_rate for d in ds]):,.0f}/s"
+            return f"{rate_label} {median([d.publish_rate for d in ds]):,.0f}/s"
 
         row = Row(
             key,
@@ -737,6 +758,176 @@ class Bench:
         )
         self.rows += [thr, uniq]
 
+    # -- row 9: end to end, StreamContext in agent code to a subscriber ----------------------------
+
+    async def _e2e(self, what: str, n: int, fn: Any) -> dict[str, list[Delivery]]:
+        out: dict[str, list[Delivery]] = {OURS: [], DOCKRION: []}
+        for r in range(self.sizes.e2e_repeats):
+            for impl in order(r):
+                self.progress.step(f"end to end, {what}: {impl}")
+                async with self.side(impl, "memory") as side:
+                    out[impl].append(await fn(side, self.rid("e2e"), n, settle=self.sizes.settle))
+        return out
+
+    def _e2e_profile(self, fn: Any, n: int) -> ProfileRun:
+        scaled = max(100, int(n * self.sizes.profile_scale))
+
+        async def once(prof: cProfile.Profile) -> Any:
+            async with self.side(OURS, "memory") as side:
+                return await fn(
+                    side, self.rid("profile"), scaled, settle=self.sizes.settle, prof=prof
+                )
+
+        return once
+
+    async def end_to_end(self) -> None:
+        s = self.sizes
+        res = await self._e2e("emit_token in the bus's loop", s.e2e_n, endtoend.emit_in_loop)
+        self._delivery_row(
+            "9a",
+            f"end to end: `await ctx.emit_token` in the bus's loop -> 1 subscriber, {s.e2e_n:,} "
+            f"events ({STRICT_E2E})",
+            "memory",
+            res,
+            end_to_end=True,
+            target=Target(delivered=True),
+            profile=self._e2e_profile(endtoend.emit_in_loop, s.e2e_n),
+            rate_label="emit",
+        )
+        res = await self._e2e(
+            "sync_emit_token from a thread", s.e2e_thread_n, endtoend.emit_from_thread
+        )
+        row = self._delivery_row(
+            "9b",
+            f"end to end: `ctx.sync_emit_token` from a thread -> 1 subscriber on the bus's loop, "
+            f"{s.e2e_thread_n:,} events ({STRICT_E2E})",
+            "memory",
+            res,
+            end_to_end=True,
+            target=Target(min_value=50_000, delivered=True, text="≥ 50,000/s, delivered 1.0"),
+            profile=self._e2e_profile(endtoend.emit_from_thread, s.e2e_thread_n),
+            rate_label="the thread's emit loop",
+        )
+        row.dockrion_note += "; asyncio.run per event on the thread" if row.dockrion_note else ""
+        lats: dict[str, list[Latency]] = {OURS: [], DOCKRION: []}
+        for r in range(s.lat_repeats):
+            for impl in order(r):
+                self.progress.step(f"end to end, thread latency at {s.lat_rate:,.0f}/s: {impl}")
+                async with self.side(impl, "memory") as side:
+                    lats[impl].append(
+                        await endtoend.thread_latency(
+                            side, self.rid("e2e-lat"), s.lat_n, s.lat_rate, settle=s.settle
+                        )
+                    )
+        pooled = {
+            impl: Latency(
+                sum(x.sent for x in ls),
+                [v for x in ls for v in x.samples_ms],
+                [v for x in ls for v in x.calls_ms],
+            )
+            for impl, ls in lats.items()
+        }
+        calls = "; ".join(
+            f"{impl}: p50 {percentile(lat.calls_ms, 50):.3f} ms, "
+            f"p99 {percentile(lat.calls_ms, 99):.3f} ms"
+            for impl, lat in pooled.items()
+            if lat.calls_ms
+        )
+        n_scaled = max(50, int(s.lat_n * s.profile_scale))
+
+        async def lat_profile(prof: cProfile.Profile) -> Any:
+            async with self.side(OURS, "memory") as side:
+                return await endtoend.thread_latency(
+                    side, self.rid("profile"), n_scaled, s.lat_rate, settle=s.settle, prof=prof
+                )
+
+        for key, p in (("9c", 50), ("9d", 99)):
+
+            def value(impl: str, p: int = p) -> float | None:
+                lat = pooled[impl]
+                return lat.percentile(p) if lat.samples_ms else None
+
+            def got(impl: str) -> str:
+                lat = pooled[impl]
+                return f"received {lat.received:.3f}" if lat.received < 1 else ""
+
+            self.rows.append(
+                Row(
+                    key,
+                    f"end to end latency p{p}: `sync_emit_token` from a thread, paced "
+                    f"{s.lat_rate:,.0f} events/s, {s.lat_n * s.lat_repeats:,} events "
+                    "(emit call -> subscriber)",
+                    "ms",
+                    ours=value(OURS),
+                    dockrion=value(DOCKRION),
+                    higher=False,
+                    ours_note=got(OURS),
+                    dockrion_note=got(DOCKRION),
+                    target=Target(max_value=1.0, text="≤ 1 ms") if p == 99 else None,
+                    detail=f"time the emit call kept the agent's thread: {calls}" if calls else "",
+                    profile=lat_profile,
+                )
+            )
+
+    # -- row 10: memory footprint, bytes per stored event -----------------------------------------
+
+    async def _footprint(self, impl: str, kind: str, mode: str) -> dict[str, Any]:
+        """One fill in a fresh process (``bench.footprint``); its JSON answer."""
+        root = str(ROOT)
+        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.footprint",
+            impl,
+            kind,
+            str(self.sizes.footprint_n),
+            mode,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=root,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 300)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        if proc.returncode != 0:
+            tail = (err.decode().strip().splitlines() or ["no output"])[-1][:200]
+            raise RuntimeError(f"bench.footprint {impl} {kind} {mode} failed: {tail}")
+        answer: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        return answer
+
+    async def footprint(self) -> None:
+        s = self.sizes
+        for (kind, mode), key in zip(FOOTPRINT_CASES, "abcd", strict=True):
+            got: dict[str, dict[str, Any]] = {}
+            for impl in (OURS, DOCKRION):
+                self.progress.step(f"bytes per stored {kind} event, {mode}: {impl}")
+                got[impl] = await self._footprint(impl, kind, mode)
+            how = "tracemalloc" if mode == "tracemalloc" else "RSS"
+            top = got[OURS].get("top") or []
+            self.rows.append(
+                Row(
+                    f"10{key}",
+                    f"memory: bytes per stored {kind} event ({how}), {s.footprint_n:,} events in "
+                    "one run, published one by one, no subscriber",
+                    "B",
+                    ours=float(got[OURS]["bytes_per_event"]),
+                    dockrion=float(got[DOCKRION]["bytes_per_event"]),
+                    higher=False,
+                    target=Target(min_ratio=2.0, text="≤ 0.5x Dockrion")
+                    if kind == "token"
+                    else None,
+                    detail="where ours holds it (tracemalloc, per stored event):\n"
+                    + "\n".join(f"    {line}" for line in top)
+                    if top
+                    else "",
+                )
+            )
+
 
 # -- widget rows ---------------------------------------------------------------------------------
 
@@ -863,15 +1054,17 @@ def profile_text(prof: cProfile.Profile, top: int = 14) -> str:
 async def run_profiles(rows: list[Row], progress: Progress) -> dict[str, str]:
     """Rerun our side of every missed row under cProfile; say what bounds it."""
     out: dict[str, str] = {}
-    missed = [row for row in rows if row.met is False and row.profile is not None]
+    missed = [row for row in rows if row.met is False and (row.profile or row.detail)]
     costs = limits.micro_costs() if missed else {}
     for row in missed:
-        assert row.profile is not None
+        parts = [limits.explain(row, costs), row.detail]
+        text = "\n\n".join(p for p in parts if p)
+        if row.profile is None:  # e.g. a memory row: its detail is the tracemalloc profile
+            out[row.key] = text
+            continue
         progress.step(f"profile {row.key}")
         prof = cProfile.Profile()
         await row.profile(prof)
-        parts = [limits.explain(row, costs), row.detail]
-        text = "\n\n".join(p for p in parts if p)
         out[row.key] = (text + "\n\n" if text else "") + "```\n" + profile_text(prof) + "\n```"
     return out
 
@@ -884,6 +1077,8 @@ def planned_steps(s: Sizes, redis: bool, profiles: bool, only: frozenset[int] = 
     r = 1 if redis else 0
     per_group = {
         1: 3 * (s.mem_repeats + s.strict_repeats) * 2,  # kind and strict rows
+        9: s.e2e_repeats * 2 * 2 + s.lat_repeats * 2,
+        10: len(FOOTPRINT_CASES) * 2,
         2: r * (3 * s.redis_repeats * 3 + s.redis_repeats * 2 + 3 * s.redis_repeats * 2),
         3: s.lat_repeats * 2 + r * s.lat_repeats * 3,
         4: 3 + r * 3,
@@ -896,14 +1091,14 @@ def planned_steps(s: Sizes, redis: bool, profiles: bool, only: frozenset[int] = 
 
 
 def parse_groups(text: str) -> frozenset[int]:
-    """``"3,4"`` -> {3, 4}: the row groups of the issue's list (1-8)."""
+    """``"3,4"`` -> {3, 4}: the row groups of the issue's list (1-10)."""
     try:
         groups = frozenset(int(part) for part in text.replace(" ", "").split(",") if part)
     except ValueError:
         groups = frozenset({0})
     if not groups or not groups <= ALL_GROUPS:
         raise argparse.ArgumentTypeError(
-            f"--only takes row groups 1-8, comma separated (e.g. 3,4), not {text!r}"
+            f"--only takes row groups 1-10, comma separated (e.g. 3,4), not {text!r}"
         )
     return groups
 
@@ -1047,6 +1242,22 @@ def results_markdown(
         "minute); ours is written by `publish_many`. Both read with `get_events` (parsed models).",
         "- Two processes: each side's `StreamContext.emit_token` in two child processes started "
         "together; duplicates are counted over the `sequence` field of the stored stream.",
+        "- End to end (9a-9d), strict conditions, memory backend, one subscriber on the bus's "
+        "loop: each side's own `StreamContext.emit_token` awaited in that loop, and "
+        "`sync_emit_token` called from a plain thread while the bus and the subscriber run on "
+        "the loop of the thread that started it (the notebook engine's shape). Ours carries "
+        "thread emits to the bus's loop through its outbox (`StreamContext(..., loop=)`); "
+        "Dockrion's `sync_emit_token` runs `asyncio.run(bus.publish(...))` on the calling "
+        "thread per event, and its memory queue is woken from that thread without the loop "
+        "being told. Throughput counts from the first emit to the last event received; "
+        "latency from just before the emit call to the subscriber's receipt, matched by "
+        "sequence.",
+        "- Memory footprint (10a-10d): each figure from a fresh process "
+        "(`python -m bench.footprint SIDE KIND N MODE`): imports, a warm-up run published and "
+        f"cleared, then {sizes.footprint_n:,} events published one by one to one run of the "
+        "memory backend (no subscriber), each built in the loop (token events as in row 1, "
+        "checkpoint events with a three-key dict); bytes held after a garbage collection "
+        "minus before, per event: tracemalloc's traced size, or VmRSS (tracemalloc off).",
         "- Row group 8 (beyond one node) starts its own deployments of one server binary: "
         "one node, a 3-master cluster with a replica each (cluster-node-timeout "
         f"{beyond.NODE_TIMEOUT_MS} ms), and per Sentinel row one master, one replica and "
