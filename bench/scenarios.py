@@ -168,7 +168,8 @@ async def publish_throughput(
     attached; publish rate, end-to-end rate and per-subscriber delivery. Kind: events built
     before the clock. Strict: each built inside the timed loop, logging disabled meanwhile."""
     events = [] if strict else side.events(run_id, n)
-    make = side.event
+    make = side.builder()
+    publish = side.bus.publish  # both buses' own call, no wrapper of ours in the timed loop
     counter = Counter(n_subs, n)
     counter.start(lambda: side.subscribe(run_id))
     try:
@@ -186,10 +187,10 @@ async def publish_throughput(
                     await side.publish_batch(run_id, events[k : k + batch])
             elif strict:
                 for i in range(n):
-                    await side.publish(run_id, make(run_id, i))
+                    await publish(run_id, make(run_id, i))
             else:
                 for event in events:
-                    await side.publish(run_id, event)
+                    await publish(run_id, event)
             t_pub = time.perf_counter() - t0
             await counter.settle(settle, limit)
     finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,18 +144,24 @@ class Side:
 
     def events(self, run_id: str, n: int, start: int = 0) -> list[Any]:
         """``n`` token events, built now so the clock does not time model construction."""
-        return [self.event(run_id, i) for i in range(start, start + n)]
+        make = self.builder()
+        return [make(run_id, i) for i in range(start, start + n)]
 
     def event(self, run_id: str, i: int) -> Any:
         """Token event ``i`` as agent code builds it: ours without a sequence (the bus assigns
         it), Dockrion's numbered as its ``StreamContext`` numbers them."""
+        return self.builder()(run_id, i)
+
+    def builder(self) -> Callable[[str, int], Any]:
+        """``event`` with the model class looked up once, for timed loops (agent code does not
+        import per token either)."""
         if self.impl == OURS:
             from dockrion_nb.events import TokenEvent
 
-            return TokenEvent(run_id=run_id, content=content(i))
+            return lambda run_id, i: TokenEvent(run_id=run_id, content=content(i))
         from dockrion_events.models import TokenEvent as DToken
 
-        return DToken(run_id=run_id, sequence=i + 1, content=content(i))
+        return lambda run_id, i: DToken(run_id=run_id, sequence=i + 1, content=content(i))
 
     async def publish(self, run_id: str, event: Any) -> None:
         await self.bus.publish(run_id, event)
