@@ -174,6 +174,24 @@ def test_an_event_emitted_while_the_drain_lingers_is_stored_without_waiting_for_
     assert contents(engine, run_id) == ["first", "second"]
 
 
+def test_event_ids_taken_from_many_threads_at_once_never_repeat() -> None:
+    # ids are made in blocks and handed out one by one: no two threads may get the same one
+    ids: list[list[str]] = [[] for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def take(mine: list[str]) -> None:
+        start.wait()
+        mine.extend(new_event_id() for _ in range(5000))
+
+    threads = [threading.Thread(target=take, args=(mine,)) for mine in ids]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    every = [i for mine in ids for i in mine]
+    assert len(set(every)) == len(every) == 40_000
+
+
 def test_event_ids_differ_across_a_fork_and_ignore_random_seed() -> None:
     reader, writer = os.pipe()
     pid = os.fork()
