@@ -23,14 +23,19 @@ class Feed(Generic[T]):
         self.waiter: asyncio.Future[None] | None = None
         self.behind = False
 
-    def offer(self, item: T) -> None:
+    def offer(self, item: T) -> int:
+        """Queue ``item`` (or mark the feed behind); how many items are queued now."""
+        items = self.items
         if self.behind:
-            return
-        if len(self.items) >= self.limit:
+            return len(items)
+        if len(items) >= self.limit:
             self.behind = True  # drop now; the store fills in what was missed
         else:
-            self.items.append(item)
-        self.wake()
+            items.append(item)
+        waiter = self.waiter  # ``wake``, inline: this runs once per event and subscriber
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return len(items)
 
     def wake(self) -> None:
         waiter = self.waiter
