@@ -26,16 +26,18 @@ class Feed(Generic[T]):
     def offer(self, item: T) -> int:
         """Queue ``item`` (or mark the feed behind); how many items are queued now."""
         items = self.items
+        queued = len(items)
         if self.behind:
-            return len(items)
-        if len(items) >= self.limit:
+            return queued
+        if queued >= self.limit:
             self.behind = True  # drop now; the store fills in what was missed
         else:
             items.append(item)
+            queued += 1
         waiter = self.waiter  # ``wake``, inline: this runs once per event and subscriber
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        return len(items)
+        return queued
 
     def wake(self) -> None:
         waiter = self.waiter

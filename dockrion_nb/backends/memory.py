@@ -22,6 +22,7 @@ import asyncio
 import bisect
 import fnmatch
 import weakref
+from array import array
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -44,6 +45,7 @@ from .base import (
     gap_event,
     run_id_of,
 )
+from .compact import LAYOUTS, PLAIN, compact, record_of
 from .feed import Feed
 from .gapless import sequence_of
 
@@ -75,14 +77,19 @@ YIELD_AT = 256  # a publisher lets subscribers run once one of them has this man
 
 
 class RunLog:
-    """One run's events in arrival order, trimmed from the front in amortised O(1)."""
+    """One run's events in arrival order, trimmed from the front in amortised O(1).
+
+    Models are kept as compact records (``compact.py``: a tuple of what differs per event,
+    a third of a model's memory) and built again when read; wire dicts are kept as they are.
+    Sequences sit in an array beside them (8 bytes each), for bisecting and for the records.
+    """
 
     __slots__ = ("_head", "_items", "_seqs", "last_sequence", "monotonic", "run_id")
 
     def __init__(self, run_id: str = "") -> None:
         self.run_id = run_id
-        self._items: list[StoredEvent] = []
-        self._seqs: list[int] = []
+        self._items: list[Any] = []  # records, models, wire dicts
+        self._seqs = array("q")
         self._head = 0
         self.last_sequence = 0
         self.monotonic = True
@@ -91,10 +98,11 @@ class RunLog:
         return len(self._items) - self._head
 
     def append(self, event: StoredEvent, limit: int) -> None:
-        self.add(event, sequence_of(event), limit)
+        item = event if isinstance(event, dict) else compact(event, self.run_id)
+        self.add(item, sequence_of(event), limit)
 
-    def add(self, item: StoredEvent, seq: int, limit: int) -> None:
-        """Keep ``item`` (a model or a wire dict) as the event numbered ``seq``."""
+    def add(self, item: Any, seq: int, limit: int) -> None:
+        """Keep ``item`` (a record, a model or a wire dict) as the event numbered ``seq``."""
         items = self._items
         if seq > self.last_sequence:  # while in order, the last sequence is the highest
             self.last_sequence = seq
@@ -110,20 +118,27 @@ class RunLog:
                 del self._seqs[: self._head]
                 self._head = 0
 
+    def _events(self, start: int, stop: int | None = None) -> list[StoredEvent]:
+        """Stored events ``start:stop`` (indexes into the log), records built into models."""
+        run_id, layouts = self.run_id, LAYOUTS
+        return [
+            layouts[item[-1]].model(item, run_id, seq) if type(item) is tuple else item
+            for item, seq in zip(self._items[start:stop], self._seqs[start:stop], strict=True)
+        ]
+
     def live(self) -> list[StoredEvent]:
-        return self._items[self._head :]
+        return self._events(self._head)
 
     def first(self) -> StoredEvent | None:
-        return self._items[self._head] if len(self) else None
+        return self._events(self._head, self._head + 1)[0] if len(self) else None
 
     def last(self) -> StoredEvent | None:
-        return self._items[-1] if len(self) else None
+        return self._events(len(self._items) - 1)[0] if len(self) else None
 
     def from_sequence(self, from_sequence: int) -> list[StoredEvent]:
         """Events with ``sequence >= from_sequence`` ordered by sequence; O(k) when in order."""
         if self.monotonic:
-            start = bisect.bisect_left(self._seqs, from_sequence, lo=self._head)
-            return self._items[start:]
+            return self._events(bisect.bisect_left(self._seqs, from_sequence, lo=self._head))
         picked = [e for e in self.live() if sequence_of(e) >= from_sequence]
         picked.sort(key=sequence_of)
         return picked
@@ -386,11 +401,11 @@ class InMemoryBackend:
         fields: dict[str, Any],
         extra: dict[str, Any] | None,
     ) -> tuple[BaseEvent, bool]:
-        """``append`` of one model checked by the bus (its ``publish``, which passes the
-        model's ``__dict__`` and extras it has read), with none of the batch's bookkeeping and
-        no coroutine: the cost of this call is most of a notebook's publish. Returns the
-        stored model and whether a subscriber has ``YIELD_AT`` events queued (the caller then
-        lets it run)."""
+        """``append`` of one model of run ``run_id`` checked by the bus (its ``publish``,
+        which passes the model's ``__dict__`` and extras it has read), with none of the
+        batch's bookkeeping and no coroutine: the cost of this call is most of a notebook's
+        publish. Returns the stored model and whether a subscriber has ``YIELD_AT`` events
+        queued (the caller then lets it run)."""
         if self._closed:
             self._check_open()
         log_ = self._events.get(run_id) if run_id == self._recent else None
@@ -406,7 +421,19 @@ class InMemoryBackend:
                     "(clear_run) or publish to a new run id"
                 )
             event = numbered(event, fields, extra, private, seq)
-        log_.add(event, seq, self._max_events_per_run)
+        # compact.record_of, inline for the usual case: a model of a known class, no extras
+        # (and of this run: the bus checked its run id)
+        layout = None if extra else PLAIN.get(type(event))
+        if (
+            layout is not None
+            and private is None
+            and len(fields) == layout.size
+            and (layout.type is None or fields["type"] == layout.type)
+        ):
+            item: Any = layout.pick(fields) + layout.tail
+        else:
+            item = record_of(type(event), fields, extra, private, run_id) or event
+        log_.add(item, seq, self._max_events_per_run)
         crowded = False
         refs = self._subscribers.get(run_id)
         if refs:
