@@ -343,3 +343,20 @@ async def test_a_model_with_another_run_id_is_stored_as_it_is() -> None:
     [stored] = await backend.append("r", [TokenEvent(run_id="other", content="x")])
     [read] = await backend.read("r")
     assert read.run_id == "other" and stored_forms(read) == stored_forms(stored)
+
+
+async def test_a_replay_is_the_store_as_it_was_when_the_follower_attached() -> None:
+    # The replay's models are built as they are read, from the records taken at attach time:
+    # what is published and trimmed meanwhile changes nothing in it, and nothing is repeated.
+    bus = EventBus(InMemoryBackend(max_events_per_run=10))
+    await bus.publish_many("r", tokens("r", 10))
+    follower = bus.subscribe("r", 1)
+    await bus.publish_many("r", tokens("r", 20))  # trims all ten the replay is made of
+    got = []
+    async with contextlib.aclosing(follower) as events:  # type: ignore[type-var]
+        async for event in events:
+            got.append((event.sequence, event.content))
+            if len(got) == 30:
+                break
+    assert [seq for seq, _ in got] == list(range(1, 31))
+    assert [content for _, content in got[:10]] == [f"t{i}" for i in range(10)]

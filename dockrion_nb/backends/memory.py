@@ -24,7 +24,8 @@ import fnmatch
 import weakref
 from array import array
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..events import (
@@ -76,6 +77,17 @@ DEFAULT_QUEUE_SIZE = 4096
 YIELD_AT = 256  # a publisher lets subscribers run once one of them has this many queued
 
 
+@dataclass
+class Replay:
+    """Stored events taken for a subscriber: first and last sequence (0: none), the events,
+    and whether they are strictly in order (then nothing in them needs skipping)."""
+
+    first: int
+    last: int
+    events: Iterator[StoredEvent]
+    ordered: bool
+
+
 class RunLog:
     """One run's events in arrival order, trimmed from the front in amortised O(1).
 
@@ -118,6 +130,25 @@ class RunLog:
                 del self._seqs[: self._head]
                 self._head = 0
 
+    def reader(self, from_sequence: int) -> Replay:
+        """The events with ``sequence >= from_sequence`` as they are now: the records are
+        taken at once, their models built one by one as they are read, so a long replay
+        never holds them all at once."""
+        if not self.monotonic:
+            events = self.from_sequence(from_sequence)
+            first = sequence_of(events[0]) if events else 0
+            return Replay(first, sequence_of(events[-1]) if events else 0, iter(events), False)
+        start = bisect.bisect_left(self._seqs, from_sequence, lo=self._head)
+        items, seqs = self._items[start:], self._seqs[start:]
+        if not seqs:
+            return Replay(0, 0, iter(()), True)
+        return Replay(seqs[0], seqs[-1], self._built(items, seqs), True)
+
+    def _built(self, items: list[Any], seqs: array[int]) -> Iterator[StoredEvent]:
+        run_id, layouts = self.run_id, LAYOUTS
+        for item, seq in zip(items, seqs, strict=True):
+            yield layouts[item[-1]].model(item, run_id, seq) if type(item) is tuple else item
+
     def _events(self, start: int, stop: int | None = None) -> list[StoredEvent]:
         """Stored events ``start:stop`` (indexes into the log), records built into models."""
         run_id, layouts = self.run_id, LAYOUTS
@@ -154,8 +185,9 @@ class _Subscription(Feed[StoredEvent]):
         self.backend = backend
         self.run_id = run_id
         self.pending: deque[StoredEvent] = deque()
+        self.replay: Replay | None = None  # stored events, handed out after ``pending``
         self.wire = False  # Dockrion's protocol: hand out wire dicts, never models
-        self.replay_only = False  # ends when ``pending`` is empty
+        self.replay_only = False  # ends when ``pending`` and ``replay`` are done
         self.models = False  # the bus's fast path: hand out models, each sequence once
         self.last_sequence = after  # highest sequence handed out (or queued)
         self.closed = False
@@ -203,6 +235,23 @@ class _Subscription(Feed[StoredEvent]):
         second); the same steps as ``__anext__``, which it falls back to."""
         items = self.items
         while True:
+            replay = self.replay
+            if replay is not None and not self.pending:  # a replay: built one by one
+                if self.models and replay.ordered:  # each sequence once, in order: no checks
+                    for event in replay.events:
+                        if self.closed:
+                            break
+                        yield as_model(event) if isinstance(event, dict) else event
+                    self.last_sequence = max(self.last_sequence, replay.last)
+                else:
+                    for event in replay.events:
+                        if self.closed:
+                            break
+                        out = self._take(event)
+                        if out is not None:
+                            yield out
+                self.replay = None
+                continue
             if self.models and not self.pending and items and not self.closed:
                 item = items[0]  # the live path of a follower that keeps up: a model in order
                 if not isinstance(item, dict):
@@ -222,6 +271,12 @@ class _Subscription(Feed[StoredEvent]):
         while not self.closed:
             if self.pending:
                 item = self.pending.popleft()
+            elif self.replay is not None:
+                stored = next(self.replay.events, None)
+                if stored is None:
+                    self.replay = None
+                    continue
+                item = stored
             elif self.replay_only:
                 break
             elif self.items:  # no await while events are queued
@@ -458,16 +513,15 @@ class InMemoryBackend:
         self._check_open()
         from_sequence = max(1, from_sequence)
         log_ = self._events.get(run_id)
-        replay = log_.from_sequence(from_sequence) if log_ is not None else []
+        replay = log_.reader(from_sequence) if log_ is not None else None
         # ``last_sequence`` counts what was handed out; the replay is handed out first.
         last = from_sequence - 1
         sub = self._attach(run_id, last) if live else _Subscription(self, run_id, last, 1)
-        first = sequence_of(replay[0]) if replay else 0
-        if first > from_sequence:
+        if replay is not None and replay.first > from_sequence:
             sub.pending.append(
-                gap_event(run_id, from_sequence, first - 1, "trimmed by max_events_per_run")
+                gap_event(run_id, from_sequence, replay.first - 1, "trimmed by max_events_per_run")
             )
-        sub.pending.extend(replay)
+        sub.replay = replay
         sub.replay_only = not live
         return sub
 
