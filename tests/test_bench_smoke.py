@@ -98,6 +98,15 @@ def test_tiny_bench_produces_every_row_with_the_table_structure(redis_url: str) 
             assert "ncalls" in text
 
 
+def test_the_widget_rows_carry_the_issues_targets() -> None:
+    drawn = runner.widget_target("replay_100k_render_s", "s")
+    assert drawn is not None and drawn.max_value == 1.0  # 100,000 stored events in <= 1 s
+    ten = runner.widget_target("replay_10k_render_s", "s")
+    assert ten is not None and ten.max_value == 1.5
+    assert runner.widget_target("replay_100k_kernel_only_s", "s") is None  # a share, no target
+    assert runner.WIDGET_NAMES["replay_100k_kernel_only_s"].startswith("widget: 100,000")
+
+
 def test_widget_row_says_why_when_not_measured() -> None:
     rows = widget_rows(quick=True, timeout=0.001)
     assert rows and all(r.key.startswith("7") for r in rows)
