@@ -1,7 +1,8 @@
 """In-memory backend: the seed's design without the reference's losses.
 
-Events live in ``_events`` (a dict keyed by run id) trimmed to ``max_events_per_run``; each
-subscriber has its own bounded queue. Unlike the reference there is no polling loop and no
+Events live in ``_events`` (a dict keyed by run id, each run a ``RunLog`` of compact records,
+see ``compact.py``) trimmed to ``max_events_per_run``; each subscriber has its own bounded
+queue. Unlike the reference there is no polling loop and no
 silent drop: a subscriber whose queue fills stops receiving through it and, once it has drained
 the queue, catches up from the store; if the store has trimmed what it missed, it receives a
 ``gap`` event that says so. Publishers yield to the loop when a subscriber falls behind, so a
@@ -410,7 +411,8 @@ class InMemoryBackend:
     # -- ours ------------------------------------------------------------------------------
 
     async def append(self, run_id: str, events: Sequence[StoredEvent]) -> list[StoredEvent]:
-        """Models are stored as they are (no serialising inside one process); dicts too.
+        """Models are kept as compact records (no serialising inside one process), dicts as
+        they are.
 
         Models come checked from the bus (``check_publishable``); dicts are checked here. A
         batch is refused whole, before anything of it is stored."""
