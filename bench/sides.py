@@ -3,7 +3,8 @@
 ``Side`` wraps an event bus (ours or Dockrion 0.0.3's) on one backend kind (memory or Redis) so
 that every scenario runs the identical code path against both. Events are built before the
 clock starts (ours without a sequence, which the bus assigns; Dockrion's numbered 1..n as its
-``StreamContext`` would), so the figures time the bus, not model construction.
+``StreamContext`` would), so the kind rows time the bus, not model construction; the strict
+rows build each event inside the timed loop with ``Side.event``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,16 +144,24 @@ class Side:
 
     def events(self, run_id: str, n: int, start: int = 0) -> list[Any]:
         """``n`` token events, built now so the clock does not time model construction."""
+        make = self.builder()
+        return [make(run_id, i) for i in range(start, start + n)]
+
+    def event(self, run_id: str, i: int) -> Any:
+        """Token event ``i`` as agent code builds it: ours without a sequence (the bus assigns
+        it), Dockrion's numbered as its ``StreamContext`` numbers them."""
+        return self.builder()(run_id, i)
+
+    def builder(self) -> Callable[[str, int], Any]:
+        """``event`` with the model class looked up once, for timed loops (agent code does not
+        import per token either)."""
         if self.impl == OURS:
             from dockrion_nb.events import TokenEvent
 
-            return [TokenEvent(run_id=run_id, content=content(i)) for i in range(start, start + n)]
+            return lambda run_id, i: TokenEvent(run_id=run_id, content=content(i))
         from dockrion_events.models import TokenEvent as DToken
 
-        return [
-            DToken(run_id=run_id, sequence=i + 1, content=content(i))
-            for i in range(start, start + n)
-        ]
+        return lambda run_id, i: DToken(run_id=run_id, sequence=i + 1, content=content(i))
 
     async def publish(self, run_id: str, event: Any) -> None:
         await self.bus.publish(run_id, event)

@@ -14,6 +14,8 @@ Figures (keys ending in ``_per_s`` are events per second, ``_s`` seconds):
 - ``replay_100k_browser_only_s``: the same 100,000 events handed to the page as the kernel
   sends a stored run (``REPLAY_BATCH`` per message, 20 messages a second), to the last draw:
   the browser's share alone.
+- ``replay_100k_kernel_only_s``: the kernel's share alone: from creating a view of the stored
+  run to the message that carries its last event, with no page.
 - ``publish_only_per_s``: the same publishing loop with no view (the publisher's own limit).
 - ``jupyterlab_publish_to_render_per_s``: in real JupyterLab, from the first publish in the
   kernel to the last event drawn in the page (Jupyter's comm and websocket included).
@@ -190,6 +192,37 @@ def replay_render(page: Any, n: int) -> float:
         engine.shutdown()
 
 
+def replay_kernel_only(n: int) -> float:
+    """Seconds from creating a view of a stored ``n``-event run to the message that carries its
+    last event, with no page: the kernel's share of ``replay_render`` (reading the store,
+    batching, encoding, message pacing)."""
+    engine = Engine(name="bench-widget-kernel")
+    try:
+        engine.use({"backend": "memory", "max_events_per_run": max(n, 10)})
+        run_id = f"bench-kernel-{n}"
+        events: list[BaseEvent] = [
+            TokenEvent(run_id=run_id, content=f"w{i} ") for i in range(n - 1)
+        ]
+        events.append(CompleteEvent(run_id=run_id))
+        for k in range(0, n, 5000):
+            engine.run(engine.bus.publish_many(run_id, events[k : k + 5000]), timeout=120)
+        del events
+        t0 = time.perf_counter()
+        view = ForwardingRunView(run_id, engine=engine)
+        deadline = t0 + 300
+        while time.perf_counter() < deadline:
+            kind, payload, _ = view.outbox.get(timeout=deadline - time.perf_counter())
+            if kind == "msg" and any(
+                e.get("type") == "complete" for e in payload.get("events", ())
+            ):
+                break
+        elapsed = time.perf_counter() - t0
+        view.close()
+        return elapsed
+    finally:
+        engine.shutdown()
+
+
 def replay_browser_only(page: Any, n: int) -> float:
     """Seconds for the page alone to take ``n`` events in kernel-sized messages and draw them."""
     from datetime import UTC, datetime, timedelta
@@ -252,6 +285,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         page.reload()
         open_harness(page, url)
         out["replay_100k_browser_only_s"] = round(replay_browser_only(page, 100_000), 3)
+    out["replay_100k_kernel_only_s"] = round(replay_kernel_only(100_000), 3)
     out["publish_only_per_s"] = round(publish_only(5_000 if quick else 20_000))
     try:
         out["jupyterlab_publish_to_render_per_s"] = round(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -27,16 +27,21 @@ from .backends.base import (
 )
 from .backends.gapless import join_replay_and_live, sequence_of
 from .events import (
+    GAP_TYPE,
     BaseEvent,
     EventRecord,
     as_model,
+    check_fields,
     check_publishable,
+    event_types,
     is_event,
+    known_run_ids,
     parse_event,
     validate_run_id,
 )
 
 EventLike = BaseEvent | Mapping[str, Any]
+StoreOne = Callable[[str, BaseEvent, dict[str, Any], dict[str, Any] | None], tuple[BaseEvent, bool]]
 
 
 class EventBus:
@@ -46,6 +51,10 @@ class EventBus:
         self._backend = backend
         self._native = isinstance(backend, RunLogBackend)
         self._stores_models = self._native and bool(getattr(backend, "stores_models", False))
+        # One checked model in, the stored model out (the memory backend's single publish).
+        self._store_one: StoreOne | None = (
+            getattr(backend, "store_one", None) if self._stores_models else None
+        )
         self._counters: dict[str, int] = {}
         self._counter_locks: dict[str, asyncio.Lock] = {}
 
@@ -75,7 +84,28 @@ class EventBus:
 
         Returns the event as stored (with its sequence).
         """
-        if self._stores_models:  # the hot path of a notebook: no list building, no copies
+        store_one = self._store_one
+        if store_one is not None:  # the hot path of a notebook: no list, no copies, no awaits
+            if run_id not in known_run_ids:
+                validate_run_id(run_id)
+            # Each attribute read on a pydantic model costs as much as a dict lookup and a
+            # call: the model's __dict__ and extras are read once, here, for every step.
+            model: BaseEvent | None = None
+            if type(event) in event_types or is_event(event):  # ``is_event``'s test, inline
+                given: BaseEvent = event  # type: ignore[assignment]
+                fields: dict[str, Any] = given.__dict__
+                extra = given.__pydantic_extra__
+                if fields.get("run_id") == run_id and fields.get("type") != GAP_TYPE:
+                    check_fields(type(given), fields, extra)  # ``_model``'s checks
+                    model = given
+            if model is None:
+                model = self._model(run_id, event)
+                fields, extra = model.__dict__, model.__pydantic_extra__
+            stored, crowded = store_one(run_id, model, fields, extra)
+            if crowded:  # same-loop subscribers run now instead of after the whole burst
+                await asyncio.sleep(0)
+            return stored
+        if self._stores_models:
             validate_run_id(run_id)
             model = self._model(run_id, event)
             backend: RunLogBackend = self._backend  # type: ignore[assignment]

@@ -55,6 +55,12 @@ Waiter = concurrent.futures.Future[BaseEvent | None]
 _FLUSH = None  # a marker in the queue: its waiter resolves once everything before it is stored
 
 
+def _release(future: asyncio.Future[None]) -> None:
+    """End a drain's linger (from its timer or from a ``put``), once."""
+    if not future.done():
+        future.set_result(None)
+
+
 class OutboxError(RuntimeError):
     """Events put earlier could not be stored; the message says how many and why."""
 
@@ -79,6 +85,7 @@ class Outbox:
         self._failure: OutboxError | None = None
         self._degraded = False  # the last batch failed: try the next ones once, no retries
         self._in_flight = False  # a batch is being stored
+        self._linger: asyncio.Future[None] | None = None  # set while the drain lingers
 
     @property
     def busy(self) -> bool:
@@ -93,11 +100,18 @@ class Outbox:
                 while len(self._items) >= HIGH_WATER and self._draining:
                     self._cond.wait(1.0)
             self._items.append((event, waiter))
-            if self._draining:
-                return
-            self._draining = True
+            linger: asyncio.Future[None] | None = None
+            if not self._draining:
+                self._draining = True
+            elif self._linger is not None:  # the drain waits on an empty queue: end the wait
+                linger, self._linger = self._linger, None  # one wake-up per linger
+            else:
+                return  # the drain is busy: it takes this with its next batch
         try:
-            self._loop.call_soon_threadsafe(self._start)
+            if linger is not None:
+                self._loop.call_soon_threadsafe(_release, linger)
+            else:
+                self._loop.call_soon_threadsafe(self._start)
         except RuntimeError:  # the loop is closed: nothing will ever drain
             with self._cond:
                 self._items.clear()
@@ -163,12 +177,25 @@ class Outbox:
 
     async def _next_batch(self) -> list[tuple[BaseEvent | None, Waiter | None]]:
         """What to publish next. An empty queue is given ``LINGER`` seconds to fill before the
-        drain ends: a producer emitting steadily then appends without waking the loop each
-        time, and its events travel in batches."""
+        drain ends (the drain task is not started again for each event of a steady producer);
+        the first ``put`` meanwhile ends the wait at once, so lingering never delays an event."""
         batch = self._take(finish=False)
         if batch:
             return batch
-        await asyncio.sleep(LINGER)
+        linger = self._loop.create_future()
+        with self._cond:
+            if self._items:  # put between the two looks: no wake-up is coming for it
+                linger.set_result(None)
+            else:
+                self._linger = linger
+        timer = self._loop.call_later(LINGER, _release, linger)
+        try:
+            await linger
+        finally:
+            timer.cancel()
+            with self._cond:
+                if self._linger is linger:
+                    self._linger = None
         return self._take(finish=True)
 
     async def _drain(self) -> None:

@@ -24,9 +24,12 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning"),
 ]
 
-MEMORY_KEYS = {"1a", "1b", "1c", "3a", "3b", "4a", "4b", "5a"}
-REDIS_KEYS = {"2a", "2b", "2c", "2d", "3c", "3d", "4c", "4d", "5b", "6a", "6b"}
+MEMORY_KEYS = {"1a", "1b", "1c", "1d", "1e", "1f", "3a", "3b", "4a", "4b", "5a"}
+REDIS_KEYS = {"2a", "2b", "2c", "2d", "2e", "2f", "2g", "3c", "3d", "4c", "4d", "5b", "6a", "6b"}
+STRICT_KEYS = {"1d", "1e", "1f", "2e", "2f", "2g"}  # events built in the loop, logging off
 BEYOND_KEYS = {"8a", "8b", "8c", "8d", "8e", "8f", "8g"}  # own node, cluster, Sentinel
+E2E_KEYS = {"9a", "9b", "9c", "9d"}  # StreamContext.emit_token -> a subscriber's hand
+FOOTPRINT_KEYS = {"10a", "10b", "10c", "10d"}  # bytes per stored event
 
 
 def test_tiny_bench_produces_every_row_with_the_table_structure(redis_url: str) -> None:
@@ -35,13 +38,17 @@ def test_tiny_bench_produces_every_row_with_the_table_structure(redis_url: str) 
         TINY, redis_url=redis_url, widget=False, profiles=True, progress=Progress(40, stream)
     )
     rows = {row.key: row for row in outcome.rows}
-    assert set(rows) == MEMORY_KEYS | REDIS_KEYS | BEYOND_KEYS
+    assert set(rows) == MEMORY_KEYS | REDIS_KEYS | BEYOND_KEYS | E2E_KEYS | FOOTPRINT_KEYS
 
     for key in MEMORY_KEYS:
         assert rows[key].ours is not None and rows[key].dockrion is not None, key
         assert rows[key].ratio is not None and rows[key].ratio > 0, key
-    for key in ("1b", "1c", "5a"):
+    for key in ("1b", "1c", "1e", "1f", "5a"):
         assert rows[key].ours_delivered == 1.0, key
+    for key in STRICT_KEYS:  # each row says which conditions it was measured under
+        assert "strict" in rows[key].name and rows[key].profile is not None, key
+    for key in ("1a", "1b", "1c", "2a", "2b", "2c"):
+        assert "kind" in rows[key].name, key
     for key in REDIS_KEYS - {"2d"}:
         assert rows[key].dockrion is not None, key
     for key in ("2a", "2b", "2c", "2d", "3c", "3d", "4c", "4d", "5b", "6a"):
@@ -51,8 +58,19 @@ def test_tiny_bench_produces_every_row_with_the_table_structure(redis_url: str) 
     if rows["6b"].ours is not None:
         assert rows["6b"].ours == 0
         assert rows["2b"].ours_delivered == 1.0
+        assert rows["2f"].ours_delivered == 1.0
     else:
         assert rows["6b"].reason
+
+    # end to end: every event emitted in the loop or from a thread reaches our subscriber
+    for key in ("9a", "9b"):
+        assert rows[key].ours_delivered == 1.0, key
+        assert rows[key].dockrion is not None, key
+    for key in ("9c", "9d"):
+        assert rows[key].ours is not None and rows[key].ours > 0, key
+    for key in FOOTPRINT_KEYS:  # bytes per stored event, both sides, from fresh processes
+        assert rows[key].ours is not None and rows[key].ours > 0, key
+        assert rows[key].dockrion is not None and rows[key].dockrion > 0, key
 
     # beyond one node: one node beside a cluster, and master kills that lose nothing
     for key in ("8a", "8b", "8c", "8d"):
@@ -74,7 +92,19 @@ def test_tiny_bench_produces_every_row_with_the_table_structure(redis_url: str) 
     assert stream.getvalue()  # the progress bar was drawn
     for key, text in outcome.profiles.items():
         assert rows[key].met is False
-        assert "ncalls" in text
+        if key in FOOTPRINT_KEYS:  # memory: the lines that allocated what is held
+            assert "B/event" in text
+        else:
+            assert "ncalls" in text
+
+
+def test_the_widget_rows_carry_the_issues_targets() -> None:
+    drawn = runner.widget_target("replay_100k_render_s", "s")
+    assert drawn is not None and drawn.max_value == 1.0  # 100,000 stored events in <= 1 s
+    ten = runner.widget_target("replay_10k_render_s", "s")
+    assert ten is not None and ten.max_value == 1.5
+    assert runner.widget_target("replay_100k_kernel_only_s", "s") is None  # a share, no target
+    assert runner.WIDGET_NAMES["replay_100k_kernel_only_s"].startswith("widget: 100,000")
 
 
 def test_widget_row_says_why_when_not_measured() -> None:
@@ -98,14 +128,14 @@ def test_only_measures_the_chosen_row_groups(redis_url: str) -> None:
     assert "python -m bench" in outcome.markdown
 
 
-@pytest.mark.parametrize("text", ["9", "0", "a,b", "", "3,,9"])
+@pytest.mark.parametrize("text", ["11", "0", "a,b", "", "3,,11"])
 def test_only_rejects_what_is_not_a_row_group(
     text: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--only", text, "--no-widget"])
     assert info.value.code == 2
-    assert "--only takes row groups 1-8" in capsys.readouterr().err
+    assert "--only takes row groups 1-10" in capsys.readouterr().err
 
 
 def test_quick_run_prints_and_never_overwrites_results(
@@ -126,6 +156,7 @@ def test_quick_run_prints_and_never_overwrites_results(
 
 def test_parse_groups_reads_comma_lists() -> None:
     assert parse_groups("3,4") == frozenset({3, 4})
+    assert parse_groups("9,10") == frozenset({9, 10})
     assert parse_groups(" 7 ") == frozenset({7})
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from dockrion_nb.events import (
+    BaseEvent,
     CompleteEvent,
     CustomEvent,
     ErrorEvent,
@@ -215,3 +219,79 @@ def test_create_event_and_is_terminal_event_as_dockrion() -> None:
         ]
     ] == [True, True, True, False]
     assert is_terminal_event({"type": "complete"}) and not is_terminal_event({"type": "step"})
+
+
+def _observable(event: BaseEvent) -> tuple[Any, ...]:
+    return (
+        type(event),
+        list(event.__dict__),
+        {k: v for k, v in event.__dict__.items() if k not in ("id", "timestamp")},
+        event.model_fields_set,
+        event.__pydantic_extra__,
+        event.__pydantic_private__,
+        type(event.timestamp.tzinfo),
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"run_id": "r-1", "content": "hi"},
+        {"run_id": "r-1", "content": "hi", "finish_reason": "stop"},
+        {"run_id": "r-1", "content": "hi", "finish_reason": None},
+        {"content": "", "run_id": "r-1"},
+    ],
+)
+def test_a_token_built_from_plain_arguments_is_the_model_validation_makes(
+    kwargs: dict[str, Any],
+) -> None:
+    # TokenEvent(...) fills plain arguments in directly (half the cost): nothing may differ
+    # from what pydantic's validation makes of the same arguments.
+    validate_run_id("r-1")
+    fast = TokenEvent(**kwargs)
+    slow = TokenEvent.model_validate(kwargs)
+    assert _observable(fast) == _observable(slow)
+    assert fast.to_dict() | {"id": slow.id, "timestamp": slow.to_dict()["timestamp"]} == (
+        slow.to_dict()
+    )
+    assert re.fullmatch(r"evt-[0-9a-f]{12}", fast.id)
+
+
+class _Text(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"run_id": "r-2", "content": _Text("sub")},  # a str subclass: validation makes a str
+        {"run_id": "r-2", "content": "x", "sequence": "7"},  # more than the plain arguments
+        {"run_id": "r-2", "content": "x", "extra_field": 1},
+        {"run_id": "r-2", "content": "x", "finish_reason": _Text("stop")},
+        {"run_id": "never-seen-before-run", "content": "x"},  # run id not checked yet
+    ],
+)
+def test_a_token_built_from_other_arguments_is_validated(kwargs: dict[str, Any]) -> None:
+    fast = TokenEvent(**kwargs)
+    slow = TokenEvent.model_validate(kwargs)
+    assert _observable(fast) == _observable(slow)
+    assert type(fast.content) is str
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"run_id": "r-3", "content": 5},
+        {"run_id": "r-3", "content": None},
+        {"run_id": "bad id", "content": "x"},
+        {"run_id": "r-3"},
+        {"run_id": "r-3", "content": "x", "finish_reason": 1},
+    ],
+)
+def test_a_token_built_from_bad_arguments_is_refused_as_before(kwargs: dict[str, Any]) -> None:
+    validate_run_id("r-3")
+    with pytest.raises(ValidationError) as fast:
+        TokenEvent(**kwargs)
+    with pytest.raises(ValidationError) as slow:
+        TokenEvent.model_validate(kwargs)
+    assert fast.value.errors(include_context=False) == slow.value.errors(include_context=False)

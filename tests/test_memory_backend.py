@@ -271,3 +271,92 @@ async def test_dockrions_counters_take_its_channel_and_run_forms() -> None:
     for sub in subs:
         await sub.aclose()  # type: ignore[attr-defined]
     assert backend.get_subscriber_count("run:a") == 0
+
+
+def stored_forms(event: Any) -> tuple[Any, ...]:
+    """Everything a reader can see of an event but its fields set."""
+    return (
+        type(event),
+        list(event.__dict__.items()),
+        event.__pydantic_extra__,
+        event.__pydantic_private__,
+        event.to_dict(),
+        event.to_json(),
+        repr(event),
+    )
+
+
+async def test_the_store_keeps_a_record_not_the_published_model() -> None:
+    # A stored model cost about 800 bytes (the instance, its __dict__, a fields-set set, an
+    # extras dict): the backend keeps a compact record and builds the model when it is read.
+    import weakref
+
+    bus = EventBus(InMemoryBackend())
+    published = await bus.publish("r", TokenEvent(run_id="r", content="hi"))
+    held = weakref.ref(published)
+    del published
+    gc.collect()
+    assert held() is None
+    [read] = await bus.get_events("r")
+    assert read.content == "hi" and read.sequence == 1
+
+
+async def test_every_kind_of_event_reads_back_as_it_was_published() -> None:
+    from dockrion_nb.events import (
+        CheckpointEvent,
+        CustomEvent,
+        ErrorEvent,
+        ProgressEvent,
+        StepEvent,
+        make_event,
+    )
+
+    bus = EventBus(InMemoryBackend())
+    events = [
+        TokenEvent(run_id="r", content="plain"),
+        TokenEvent(run_id="r", content="é\u2028", finish_reason="stop"),
+        TokenEvent(run_id="r", content="with extra", note={"k": [1, 2]}),
+        ProgressEvent(run_id="r", step="s", progress=2.0, message=None),
+        CheckpointEvent(run_id="r", name="c", data={"a": {"b": [1, None, True]}}),
+        StepEvent(run_id="r", node_name="n", duration_ms=3, input_keys=["x"]),
+        ErrorEvent(run_id="r", error="boom", details={"why": "x"}),
+        CustomEvent(run_id="r", type="custom:fraud", score=0.5),
+        make_event("fraud_check", "r", score=1),
+        CompleteEvent(run_id="r", output={"o": 1}, sequence=40),
+    ]
+    published = [await bus.publish("r", e) for e in events]
+    read = await bus.get_events("r")
+    assert [stored_forms(e) for e in read] == [stored_forms(e) for e in published]
+    assert read == published
+    # Dockrion's protocol reads the same wire dicts; a later read builds equal models again
+    assert [dict(d) for d in await bus.get_events_raw("r")] == [e.to_dict() for e in published]
+    assert [stored_forms(e) for e in await bus.get_events("r")] == [
+        stored_forms(e) for e in published
+    ]
+    # a read model is as if parsed from the wire: every field counts as set
+    for e in read:
+        assert e.model_fields_set >= set(type(e).model_fields)
+
+
+async def test_a_model_with_another_run_id_is_stored_as_it_is() -> None:
+    backend = InMemoryBackend()
+    [stored] = await backend.append("r", [TokenEvent(run_id="other", content="x")])
+    [read] = await backend.read("r")
+    assert read.run_id == "other" and stored_forms(read) == stored_forms(stored)
+
+
+async def test_a_replay_is_the_store_as_it_was_when_the_follower_attached() -> None:
+    # The replay's models are built as they are read, from the records taken at attach time:
+    # what is published and trimmed meanwhile changes nothing in it, and nothing is repeated.
+    bus = EventBus(InMemoryBackend(max_events_per_run=10))
+    await bus.publish_many("r", tokens("r", 10))
+    follower = bus.subscribe("r", 1)
+    await bus.publish_many("r", tokens("r", 20))  # trims all ten the replay is made of
+    got = []
+    async with contextlib.aclosing(follower) as events:  # type: ignore[type-var]
+        async for event in events:
+            got.append((event.sequence, event.content))
+            if len(got) == 30:
+                break
+    assert [seq for seq, _ in got] == list(range(1, 31))
+    assert [content for _, content in got[:10]] == [f"t{i}" for i in range(10)]

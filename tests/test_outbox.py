@@ -159,6 +159,39 @@ def test_a_producer_far_ahead_of_the_bus_waits_instead_of_filling_memory(
     assert contents(engine, run_id)[1:] == [f"t{i}" for i in range(200)] + ["complete"]
 
 
+def test_an_event_emitted_while_the_drain_lingers_is_stored_without_waiting_for_the_linger(
+    engine: Engine, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The drain waits LINGER on an empty queue before it ends, so that steady emits travel in
+    # batches; an emit in that window must wake it, not wait for the window to close (it held
+    # each event of a 1,000/s producer for up to a millisecond, more than the latency budget).
+    monkeypatch.setattr(outbox_module, "LINGER", 60.0)
+    ctx = engine.context(run_id)
+    ctx.sync_emit_token("first")  # its drain then lingers for a minute
+    time.sleep(0.05)
+    ctx.sync_emit_token("second")
+    ctx.sync_flush(timeout=10)
+    assert contents(engine, run_id) == ["first", "second"]
+
+
+def test_event_ids_taken_from_many_threads_at_once_never_repeat() -> None:
+    # ids are made in blocks and handed out one by one: no two threads may get the same one
+    ids: list[list[str]] = [[] for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def take(mine: list[str]) -> None:
+        start.wait()
+        mine.extend(new_event_id() for _ in range(5000))
+
+    threads = [threading.Thread(target=take, args=(mine,)) for mine in ids]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    every = [i for mine in ids for i in mine]
+    assert len(set(every)) == len(every) == 40_000
+
+
 def test_event_ids_differ_across_a_fork_and_ignore_random_seed() -> None:
     reader, writer = os.pipe()
     pid = os.fork()

@@ -16,8 +16,9 @@ from ..events import BaseEvent, new_event_id, utc_now
 from ..redaction import scrub
 
 EventDict = dict[str, Any]
-# What our backends hold and hand back: the wire dict, or (memory) the event model itself,
-# which spares a serialise/parse round trip inside one process.
+# What our backends take and hand back: the wire dict, or (memory) the event model itself,
+# which spares a serialise/parse round trip inside one process (the memory backend keeps a
+# compact record of it and builds the model again when it is read: backends/compact.py).
 StoredEvent = EventDict | BaseEvent
 
 

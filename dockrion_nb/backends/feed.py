@@ -23,14 +23,21 @@ class Feed(Generic[T]):
         self.waiter: asyncio.Future[None] | None = None
         self.behind = False
 
-    def offer(self, item: T) -> None:
+    def offer(self, item: T) -> int:
+        """Queue ``item`` (or mark the feed behind); how many items are queued now."""
+        items = self.items
+        queued = len(items)
         if self.behind:
-            return
-        if len(self.items) >= self.limit:
+            return queued
+        if queued >= self.limit:
             self.behind = True  # drop now; the store fills in what was missed
         else:
-            self.items.append(item)
-        self.wake()
+            items.append(item)
+            queued += 1
+        waiter = self.waiter  # ``wake``, inline: this runs once per event and subscriber
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return queued
 
     def wake(self) -> None:
         waiter = self.waiter

@@ -1,7 +1,8 @@
 """In-memory backend: the seed's design without the reference's losses.
 
-Events live in ``_events`` (a dict keyed by run id) trimmed to ``max_events_per_run``; each
-subscriber has its own bounded queue. Unlike the reference there is no polling loop and no
+Events live in ``_events`` (a dict keyed by run id, each run a ``RunLog`` of compact records,
+see ``compact.py``) trimmed to ``max_events_per_run``; each subscriber has its own bounded
+queue. Unlike the reference there is no polling loop and no
 silent drop: a subscriber whose queue fills stops receiving through it and, once it has drained
 the queue, catches up from the store; if the store has trimmed what it missed, it receives a
 ``gap`` event that says so. Publishers yield to the loop when a subscriber falls behind, so a
@@ -22,8 +23,10 @@ import asyncio
 import bisect
 import fnmatch
 import weakref
+from array import array
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..events import (
@@ -33,6 +36,7 @@ from ..events import (
     as_model,
     as_wire,
     check_wire,
+    numbered,
     with_sequence,
 )
 from ..redaction import masked_logger
@@ -43,6 +47,7 @@ from .base import (
     gap_event,
     run_id_of,
 )
+from .compact import LAYOUTS, PLAIN, compact, record_of
 from .feed import Feed
 from .gapless import sequence_of
 
@@ -73,14 +78,31 @@ DEFAULT_QUEUE_SIZE = 4096
 YIELD_AT = 256  # a publisher lets subscribers run once one of them has this many queued
 
 
+@dataclass
+class Replay:
+    """Stored events taken for a subscriber: first and last sequence (0: none), the events,
+    and whether they are strictly in order (then nothing in them needs skipping)."""
+
+    first: int
+    last: int
+    events: Iterator[StoredEvent]
+    ordered: bool
+
+
 class RunLog:
-    """One run's events in arrival order, trimmed from the front in amortised O(1)."""
+    """One run's events in arrival order, trimmed from the front in amortised O(1).
 
-    __slots__ = ("_head", "_items", "_seqs", "last_sequence", "monotonic")
+    Models are kept as compact records (``compact.py``: a tuple of what differs per event,
+    a third of a model's memory) and built again when read; wire dicts are kept as they are.
+    Sequences sit in an array beside them (8 bytes each), for bisecting and for the records.
+    """
 
-    def __init__(self) -> None:
-        self._items: list[StoredEvent] = []
-        self._seqs: list[int] = []
+    __slots__ = ("_head", "_items", "_seqs", "last_sequence", "monotonic", "run_id")
+
+    def __init__(self, run_id: str = "") -> None:
+        self.run_id = run_id
+        self._items: list[Any] = []  # records, models, wire dicts
+        self._seqs = array("q")
         self._head = 0
         self.last_sequence = 0
         self.monotonic = True
@@ -89,14 +111,19 @@ class RunLog:
         return len(self._items) - self._head
 
     def append(self, event: StoredEvent, limit: int) -> None:
-        seq = sequence_of(event)
-        if self._seqs and seq <= self._seqs[-1]:
-            self.monotonic = False
-        self._items.append(event)
-        self._seqs.append(seq)
-        if seq > self.last_sequence:
+        item = event if isinstance(event, dict) else compact(event, self.run_id)
+        self.add(item, sequence_of(event), limit)
+
+    def add(self, item: Any, seq: int, limit: int) -> None:
+        """Keep ``item`` (a record, a model or a wire dict) as the event numbered ``seq``."""
+        items = self._items
+        if seq > self.last_sequence:  # while in order, the last sequence is the highest
             self.last_sequence = seq
-        excess = len(self._items) - self._head - limit
+        elif items:
+            self.monotonic = False
+        items.append(item)
+        self._seqs.append(seq)
+        excess = len(items) - self._head - limit
         if excess > 0:
             self._head += excess
             if self._head >= max(64, limit):
@@ -104,20 +131,46 @@ class RunLog:
                 del self._seqs[: self._head]
                 self._head = 0
 
+    def reader(self, from_sequence: int) -> Replay:
+        """The events with ``sequence >= from_sequence`` as they are now: the records are
+        taken at once, their models built one by one as they are read, so a long replay
+        never holds them all at once."""
+        if not self.monotonic:
+            events = self.from_sequence(from_sequence)
+            first = sequence_of(events[0]) if events else 0
+            return Replay(first, sequence_of(events[-1]) if events else 0, iter(events), False)
+        start = bisect.bisect_left(self._seqs, from_sequence, lo=self._head)
+        items, seqs = self._items[start:], self._seqs[start:]
+        if not seqs:
+            return Replay(0, 0, iter(()), True)
+        return Replay(seqs[0], seqs[-1], self._built(items, seqs), True)
+
+    def _built(self, items: list[Any], seqs: array[int]) -> Iterator[StoredEvent]:
+        run_id, layouts = self.run_id, LAYOUTS
+        for item, seq in zip(items, seqs, strict=True):
+            yield layouts[item[-1]].model(item, run_id, seq) if type(item) is tuple else item
+
+    def _events(self, start: int, stop: int | None = None) -> list[StoredEvent]:
+        """Stored events ``start:stop`` (indexes into the log), records built into models."""
+        run_id, layouts = self.run_id, LAYOUTS
+        return [
+            layouts[item[-1]].model(item, run_id, seq) if type(item) is tuple else item
+            for item, seq in zip(self._items[start:stop], self._seqs[start:stop], strict=True)
+        ]
+
     def live(self) -> list[StoredEvent]:
-        return self._items[self._head :]
+        return self._events(self._head)
 
     def first(self) -> StoredEvent | None:
-        return self._items[self._head] if len(self) else None
+        return self._events(self._head, self._head + 1)[0] if len(self) else None
 
     def last(self) -> StoredEvent | None:
-        return self._items[-1] if len(self) else None
+        return self._events(len(self._items) - 1)[0] if len(self) else None
 
     def from_sequence(self, from_sequence: int) -> list[StoredEvent]:
         """Events with ``sequence >= from_sequence`` ordered by sequence; O(k) when in order."""
         if self.monotonic:
-            start = bisect.bisect_left(self._seqs, from_sequence, lo=self._head)
-            return self._items[start:]
+            return self._events(bisect.bisect_left(self._seqs, from_sequence, lo=self._head))
         picked = [e for e in self.live() if sequence_of(e) >= from_sequence]
         picked.sort(key=sequence_of)
         return picked
@@ -133,8 +186,9 @@ class _Subscription(Feed[StoredEvent]):
         self.backend = backend
         self.run_id = run_id
         self.pending: deque[StoredEvent] = deque()
+        self.replay: Replay | None = None  # stored events, handed out after ``pending``
         self.wire = False  # Dockrion's protocol: hand out wire dicts, never models
-        self.replay_only = False  # ends when ``pending`` is empty
+        self.replay_only = False  # ends when ``pending`` and ``replay`` are done
         self.models = False  # the bus's fast path: hand out models, each sequence once
         self.last_sequence = after  # highest sequence handed out (or queued)
         self.closed = False
@@ -173,13 +227,57 @@ class _Subscription(Feed[StoredEvent]):
             return as_model(event)
         return event
 
-    def __aiter__(self) -> _Subscription:
-        return self
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        """What ``async for`` reads: one generator resumed per event, cheaper than a new
+        ``__anext__`` coroutine per event (a follower of a busy run takes thousands a
+        second); the same steps as ``__anext__``, which it falls back to."""
+        items = self.items
+        while True:
+            replay = self.replay
+            if replay is not None and not self.pending:  # a replay: built one by one
+                if self.models and replay.ordered:  # each sequence once, in order: no checks
+                    for event in replay.events:
+                        if self.closed:
+                            break
+                        yield as_model(event) if isinstance(event, dict) else event
+                    self.last_sequence = max(self.last_sequence, replay.last)
+                else:
+                    for event in replay.events:
+                        if self.closed:
+                            break
+                        out = self._take(event)
+                        if out is not None:
+                            yield out
+                self.replay = None
+                continue
+            if self.models and not self.pending and items and not self.closed:
+                item = items[0]  # the live path of a follower that keeps up: a model in order
+                if not isinstance(item, dict):
+                    seq = item.sequence
+                    if seq > self.last_sequence:
+                        items.popleft()
+                        self.last_sequence = seq
+                        yield item
+                        continue
+            try:
+                item = await self.__anext__()
+            except StopAsyncIteration:
+                return
+            yield item
 
     async def __anext__(self) -> Any:
         while not self.closed:
             if self.pending:
                 item = self.pending.popleft()
+            elif self.replay is not None:
+                stored = next(self.replay.events, None)
+                if stored is None:
+                    self.replay = None
+                    continue
+                item = stored
             elif self.replay_only:
                 break
             elif self.items:  # no await while events are queued
@@ -234,6 +332,7 @@ class InMemoryBackend:
         self._closed = False
         self.fallback_reason: str | None = None
         self.evicted_runs = 0
+        self._recent = ""  # the run written to last (it is already last in ``_events``)
 
     @property
     def max_events_per_run(self) -> int:
@@ -312,7 +411,8 @@ class InMemoryBackend:
     # -- ours ------------------------------------------------------------------------------
 
     async def append(self, run_id: str, events: Sequence[StoredEvent]) -> list[StoredEvent]:
-        """Models are stored as they are (no serialising inside one process); dicts too.
+        """Models are kept as compact records (no serialising inside one process), dicts as
+        they are.
 
         Models come checked from the bus (``check_publishable``); dicts are checked here. A
         batch is refused whole, before anything of it is stored."""
@@ -351,6 +451,55 @@ class InMemoryBackend:
                 break
         return stored
 
+    def store_one(
+        self,
+        run_id: str,
+        event: BaseEvent,
+        fields: dict[str, Any],
+        extra: dict[str, Any] | None,
+    ) -> tuple[BaseEvent, bool]:
+        """``append`` of one model of run ``run_id`` checked by the bus (its ``publish``,
+        which passes the model's ``__dict__`` and extras it has read), with none of the
+        batch's bookkeeping and no coroutine: the cost of this call is most of a notebook's
+        publish. Returns the stored model and whether a subscriber has ``YIELD_AT`` events
+        queued (the caller then lets it run)."""
+        if self._closed:
+            self._check_open()
+        log_ = self._events.get(run_id) if run_id == self._recent else None
+        if log_ is None:
+            log_ = self._log(run_id)
+        private = event.__pydantic_private__
+        seq = fields["sequence"]
+        if not seq:
+            seq = log_.last_sequence + 1
+            if seq > MAX_SEQUENCE:
+                raise EventValidationError(
+                    f"run {run_id!r} has reached the last sequence (2**53-1): clear it "
+                    "(clear_run) or publish to a new run id"
+                )
+            event = numbered(event, fields, extra, private, seq)
+        # compact.record_of, inline for the usual case: a model of a known class, no extras
+        # (and of this run: the bus checked its run id)
+        layout = None if extra else PLAIN.get(type(event))
+        if (
+            layout is not None
+            and private is None
+            and len(fields) == layout.size
+            and (layout.type is None or fields["type"] == layout.type)
+        ):
+            item: Any = layout.pick(fields) + layout.tail
+        else:
+            item = record_of(type(event), fields, extra, private, run_id) or event
+        log_.add(item, seq, self._max_events_per_run)
+        crowded = False
+        refs = self._subscribers.get(run_id)
+        if refs:
+            for ref in refs:
+                sub = ref()
+                if sub is not None and sub.offer(event) >= YIELD_AT:
+                    crowded = True
+        return event, crowded
+
     def follow_models(
         self, run_id: str, from_sequence: int = 1, *, live: bool = True
     ) -> AsyncIterator[BaseEvent]:
@@ -366,16 +515,15 @@ class InMemoryBackend:
         self._check_open()
         from_sequence = max(1, from_sequence)
         log_ = self._events.get(run_id)
-        replay = log_.from_sequence(from_sequence) if log_ is not None else []
+        replay = log_.reader(from_sequence) if log_ is not None else None
         # ``last_sequence`` counts what was handed out; the replay is handed out first.
         last = from_sequence - 1
         sub = self._attach(run_id, last) if live else _Subscription(self, run_id, last, 1)
-        first = sequence_of(replay[0]) if replay else 0
-        if first > from_sequence:
+        if replay is not None and replay.first > from_sequence:
             sub.pending.append(
-                gap_event(run_id, from_sequence, first - 1, "trimmed by max_events_per_run")
+                gap_event(run_id, from_sequence, replay.first - 1, "trimmed by max_events_per_run")
             )
-        sub.pending.extend(replay)
+        sub.replay = replay
         sub.replay_only = not live
         return sub
 
@@ -415,8 +563,11 @@ class InMemoryBackend:
         """The run's log, made the most recently written run (``max_runs`` evicts the least)."""
         events = self._events
         log_ = events.get(run_id)
+        if log_ is not None and run_id == self._recent:  # a run written to again: the usual
+            return log_
+        self._recent = run_id
         if log_ is None:
-            log_ = events[run_id] = RunLog()
+            log_ = events[run_id] = RunLog(run_id)
             if self._max_runs is not None and len(events) > self._max_runs:
                 self._evict(len(events) - self._max_runs)
         elif next(reversed(events)) != run_id:
