@@ -20,8 +20,9 @@ import threading
 import time
 import uuid
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -60,6 +61,8 @@ messages, not bytes (Jupyter's data rate limit counts stream output only), and t
 one large batch faster than many small ones (100,000 stored events: 2-3 messages, not 20)."""
 REPLAY_CHUNK = 5000
 """Events per answer to a front end's replay request."""
+PUMP_YIELD = 2000
+"""Events the reader takes from a stored run before it lets the loop run the view's sends."""
 PUMP_HIGH_WATER = REPLAY_BATCH
 """Events read ahead from the subscription before the reader waits for the sender (one
 catch-up batch)."""
@@ -134,32 +137,38 @@ def encode_events(
     event never stops a view."""
     out: list[dict[str, Any]] = []
     run: dict[str, Any] | None = None
+    parts: list[str] = []
+    dts: list[int] = []
     run_start = 0.0
     run_last = -1
     for event in events:
         if isinstance(event, TokenEvent) and event.sequence:
-            if not _is_utf8_text(event.content):
+            fields = event.__dict__  # one read per field: most of a run is tokens
+            content, seq, stamp = fields["content"], fields["sequence"], fields["timestamp"]
+            if not content.isascii() and not _is_utf8_text(content):
                 if unsendable is not None:
                     unsendable.append((event, "content: str with a lone surrogate"))
                 run = None
                 continue
-            ts = event.timestamp.timestamp()
-            if run is not None and event.sequence == run_last + 1:
-                run["parts"].append(event.content)
-                run["dt"].append(round((ts - run_start) * 1000))
-                if event.finish_reason is not None:
-                    run["finish_reason"] = event.finish_reason
-                run_last = event.sequence
+            ts = stamp.timestamp()
+            finish = fields["finish_reason"]
+            if run is not None and seq == run_last + 1:
+                parts.append(content)
+                dts.append(round((ts - run_start) * 1000))
+                if finish is not None:
+                    run["finish_reason"] = finish
+                run_last = seq
                 continue
+            parts, dts = [content], [0]
             run = {
                 "type": "token",
-                "sequence": event.sequence,
-                "timestamp": event.timestamp.isoformat(),
-                "parts": [event.content],
-                "dt": [0],
-                "finish_reason": event.finish_reason,
+                "sequence": seq,
+                "timestamp": stamp.isoformat(),
+                "parts": parts,
+                "dt": dts,
+                "finish_reason": finish,
             }
-            run_start, run_last = ts, event.sequence
+            run_start, run_last = ts, seq
             out.append(run)
             continue
         run = None
@@ -192,19 +201,31 @@ def build_snapshot(events: Sequence[BaseEvent], limit: int = SNAPSHOT_CHARS) -> 
     """The run as a saved notebook shows it without a kernel: its last events (wire entries,
     tokens merged) that fit in about ``limit`` characters of JSON, plus its ``started`` event,
     and a note saying how much was kept. Custom messages are not saved with a notebook; this
-    trait is."""
-    entries = encode_events(events)
+    trait is. Only the tail is encoded (a window that grows until it holds ``limit``), and a
+    run of tokens longer than the budget keeps its last tokens."""
+    window = max(64, limit // 8)
+    while True:
+        entries = encode_events(events[-window:])
+        sizes = [len(json.dumps(entry, default=str)) for entry in entries]
+        if window >= len(events) or sum(sizes) > limit:
+            break
+        window *= 4
     kept: list[dict[str, Any]] = []
     size = 0
-    for entry in reversed(entries):
-        cost = len(json.dumps(entry, default=str))
-        if kept and size + cost > limit:
+    for entry, cost in zip(reversed(entries), reversed(sizes), strict=True):
+        if size + cost > limit:
+            if "parts" in entry and (limit - size > 100 or not kept):
+                kept.append(_token_tail(entry, limit - size))  # its last tokens that fit
+            elif not kept:
+                kept.append(entry)  # one entry at least
             break
         kept.append(entry)
         size += cost
     kept.reverse()
-    if entries and kept and kept[0] is not entries[0] and entries[0].get("type") == "started":
-        kept.insert(0, entries[0])
+    first = events[0] if events else None
+    started_kept = bool(kept) and first is not None and kept[0].get("sequence") == first.sequence
+    if first is not None and first.type == "started" and not started_kept:
+        kept[:0] = encode_events([first])
     shown = sum(len(e["parts"]) if "parts" in e else 1 for e in kept)
     total = len(events)
     note = (
@@ -213,6 +234,27 @@ def build_snapshot(events: Sequence[BaseEvent], limit: int = SNAPSHOT_CHARS) -> 
         else f"saved view: the last {shown} of {total} events"
     )
     return {"events": kept, "note": note, "total": total}
+
+
+def _token_tail(entry: dict[str, Any], limit: int) -> dict[str, Any]:
+    """The last tokens of a merged token entry that fit in about ``limit`` characters."""
+    parts, dts = entry["parts"], entry["dt"]
+    size, skip = 0, len(parts)
+    while skip > 0:
+        cost = len(json.dumps(parts[skip - 1])) + len(str(dts[skip - 1])) + 4  # and ", " twice
+        if size + cost > limit:
+            break
+        size += cost
+        skip -= 1
+    skip = min(skip, len(parts) - 1)  # the last token at least
+    start = datetime.fromisoformat(entry["timestamp"]) + timedelta(milliseconds=dts[skip])
+    return {
+        **entry,
+        "sequence": entry["sequence"] + skip,
+        "timestamp": start.isoformat(),
+        "parts": parts[skip:],
+        "dt": [d - dts[skip] for d in dts[skip:]],
+    }
 
 
 def _key(event: BaseEvent, last: float) -> float:
@@ -515,13 +557,14 @@ class RunView(anywidget.AnyWidget):
             self._engine.loop.call_soon_threadsafe(fn, *args)
 
     async def _follow(self, bus: EventBus) -> None:
-        """Read the subscription through a queue, so that "queue empty" means caught up."""
+        """Read the subscription through a buffer, so that "buffer empty" means caught up."""
         self._task = asyncio.current_task()
-        queue: asyncio.Queue[BaseEvent | object | None] = asyncio.Queue()
+        buffer: deque[BaseEvent] = deque()  # the reader appends, the loop below takes
+        ready = asyncio.Event()  # something to look at: events, the reader's end or return
         room = asyncio.Event()
         room.set()
         paused = [False]  # the reader waits for room
-        resumed = object()  # the reader is back: look again whether the view has caught up
+        finished = [False]  # the reader has ended (the source ran out, or failed)
         failure: list[BaseException] = []
         after = max(self.from_sequence, self._last_seq + 1)
 
@@ -530,18 +573,27 @@ class RunView(anywidget.AnyWidget):
             try:
                 source = self._open(bus, after)
                 async for event in source:
-                    queue.put_nowait(event)
-                    if queue.qsize() >= PUMP_HIGH_WATER:
-                        room.clear()
-                        paused[0] = True  # the queue may run empty: not caught up yet
-                        await room.wait()
+                    buffer.append(event)
+                    if not ready.is_set():
+                        ready.set()
+                    waiting = len(buffer)
+                    if waiting >= PUMP_HIGH_WATER or waiting % PUMP_YIELD == 0:
+                        # The buffer may run empty meanwhile: not caught up yet. A stored run
+                        # is read with no pause of its own, so every PUMP_YIELD events the
+                        # loop gets to send what was taken in: the page draws while we read.
+                        paused[0] = True
+                        if waiting >= PUMP_HIGH_WATER:
+                            room.clear()
+                            await room.wait()
+                        else:
+                            await asyncio.sleep(0)
                         paused[0] = False
-                        if queue.empty():  # the consumer may be waiting on the empty queue
-                            queue.put_nowait(resumed)
+                        ready.set()  # back: look again whether the view has caught up
             except Exception as exc:
                 failure.append(exc)
             finally:
-                queue.put_nowait(None)
+                finished[0] = True
+                ready.set()
                 aclose = getattr(source, "aclose", None)
                 if aclose is not None:
                     with contextlib.suppress(Exception):
@@ -562,23 +614,22 @@ class RunView(anywidget.AnyWidget):
         ended_by_terminal = False
         try:
             while True:
-                item = await queue.get()
-                batch = [item]
-                while not queue.empty() and len(batch) < MAX_BATCH:
-                    batch.append(queue.get_nowait())
-                if not room.is_set() and queue.qsize() < PUMP_HIGH_WATER // 2:
+                if not buffer and not finished[0]:
+                    ready.clear()
+                    await ready.wait()
+                if len(buffer) <= MAX_BATCH:
+                    batch = list(buffer)
+                    buffer.clear()
+                else:
+                    batch = [buffer.popleft() for _ in range(MAX_BATCH)]
+                if not room.is_set() and len(buffer) < PUMP_HIGH_WATER // 2:
                     room.set()
-                done = False
-                for event in batch:
-                    if event is None:
-                        done = True
-                        break
-                    if isinstance(event, BaseEvent):  # not the reader's wake-up
-                        self._accept(event)
-                if done:
+                if batch:
+                    self._accept_all(batch)
+                elif finished[0]:
                     break
-                # an empty queue while the reader waits for room is not the end of the replay
-                if queue.empty() and not paused[0]:
+                # an empty buffer while the reader waits for room is not the end of the replay
+                if not buffer and not paused[0] and not finished[0]:
                     self._caught_up = True
                     if self.status in TERMINAL_TYPES:
                         ended_by_terminal = True
@@ -631,41 +682,58 @@ class RunView(anywidget.AnyWidget):
         with contextlib.suppress(Exception):
             self.send_state(key=FINAL_STATE)
 
-    def _accept(self, event: BaseEvent) -> None:
-        """Keep one event (engine thread): dedupe, filter, status, store, queue for sending."""
-        seq = event.sequence
-        if seq and seq <= self._last_seq:
+    def _accept_all(self, events: list[BaseEvent]) -> None:
+        """Keep a batch of events (engine thread), in order: dedupe, filter, status, store,
+        queue for sending. Traits and the lock are touched once per batch, not per event: a
+        stored run of 100,000 events arrives in batches of thousands."""
+        last_seq = self._last_seq
+        last_key = self._last_key
+        flt = self._filter
+        kept: list[BaseEvent] = []
+        keys: list[float] = []
+        types: list[str] = []
+        status = self.status
+        for event in events:
+            seq = event.sequence
+            if seq:
+                if seq <= last_seq:
+                    continue
+                last_seq = seq
+            kind = event.type
+            if flt is not None and kind != GAP_TYPE and not flt.is_allowed(kind):
+                continue
+            last_key = float(seq) if seq else _key(event, last_key)
+            kept.append(event)
+            keys.append(last_key)
+            types.append(kind)
+            if kind in TERMINAL_TYPES or kind == "started":  # a few per run: the slow path
+                if self._run_status_due:
+                    self._run_status_due.set()
+                if kind in TERMINAL_TYPES:
+                    if status not in TERMINAL_TYPES:
+                        status = kind
+                        changes: dict[str, Any] = {"status": kind}
+                        if isinstance(event, CompleteEvent) and event.latency_seconds is not None:
+                            changes["latency_seconds"] = event.latency_seconds
+                        self._set_state(**changes)
+                    continue
+            if status == "waiting" and kind != GAP_TYPE:
+                status = "running"
+                self.status = "running"
+        self._last_seq = last_seq
+        if not kept:
             return
-        if seq:
-            self._last_seq = seq
-        if (
-            self._filter is not None
-            and event.type != GAP_TYPE
-            and not self._filter.is_allowed(event.type)
-        ):
-            return
-        key = _key(event, self._last_key)
-        self._last_key = key
+        self._last_key = last_key
+        cap = self.max_events
         with self._lock:
-            self._events.append(event)
-            self._keys.append(key)
-            self._counts[event.type] += 1
-            cap = self.max_events
+            self._events += kept
+            self._keys += keys
+            self._counts.update(types)
             if cap is not None and len(self._events) > cap + max(64, cap // 4):
                 del self._events[: len(self._events) - cap]
                 del self._keys[: len(self._keys) - cap]
-        self._pending.append(event)
+        self._pending += kept
         self._dirty = True
-        if (event.type in TERMINAL_TYPES or event.type == "started") and self._run_status_due:
-            self._run_status_due.set()
-        if event.type in TERMINAL_TYPES:
-            if self.status not in TERMINAL_TYPES:
-                changes: dict[str, Any] = {"status": event.type}
-                if isinstance(event, CompleteEvent) and event.latency_seconds is not None:
-                    changes["latency_seconds"] = event.latency_seconds
-                self._set_state(**changes)
-        elif event.type != GAP_TYPE and self.status == "waiting":
-            self.status = "running"
 
     async def _read_run_status(self, bus: EventBus) -> str:
         status = await run_status(bus, self.run_id) or ""

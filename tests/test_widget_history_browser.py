@@ -4,6 +4,7 @@ notebook opened without a kernel shows (the ``snapshot`` trait)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -209,6 +210,26 @@ def test_a_large_run_keeps_its_last_events_in_the_snapshot() -> None:
     assert kept[0]["type"] == "started" and kept[-1]["type"] == "complete"
     assert 50 < len(kept) < 120
     assert snap["note"] == f"saved view: the last {len(kept)} of 2002 events"
+
+
+def test_a_long_token_run_keeps_its_last_tokens_in_the_snapshot() -> None:
+    """100,000 tokens merge into one entry far over the budget: the snapshot keeps the
+    run's last tokens (numbered and timed from the first one kept), not the whole run."""
+    n = 100_000
+    events = [ev(1, "started", 0, agent_name="bot")]
+    events += [ev(2 + i, "token", 10 + i, content=f"w{i} ") for i in range(n)]
+    events.append(ev(n + 2, "complete", n + 20))
+    snap = build_snapshot(events, limit=50_000)
+    started, tokens, complete = snap["events"]
+    assert (started["type"], tokens["type"], complete["type"]) == ("started", "token", "complete")
+    assert len(json.dumps(snap["events"])) < 50_000 + 1_000
+    kept = len(tokens["parts"])
+    assert 1_000 < kept < n
+    assert tokens["parts"][-1] == f"w{n - 1} " and tokens["parts"][0] == f"w{n - kept} "
+    assert tokens["sequence"] == 2 + n - kept and tokens["dt"][0] == 0
+    first_kept = next(e for e in events if e.sequence == tokens["sequence"])
+    assert tokens["timestamp"] == first_kept.timestamp.isoformat()
+    assert snap["note"] == f"saved view: the last {kept + 2} of {n + 2} events"
 
 
 # -- a view its host draws again ------------------------------------------------------------------

@@ -47,6 +47,7 @@ from .base import (
     gap_event,
     run_id_of,
 )
+from .collector import gc_paused
 from .compact import LAYOUTS, PLAIN, compact, record_of
 from .feed import Feed
 from .gapless import sequence_of
@@ -75,6 +76,7 @@ def _summary(run_id: str, log_: RunLog) -> RunSummary:
 log = masked_logger("dockrion_nb.memory")
 
 DEFAULT_QUEUE_SIZE = 4096
+BUILD_CHUNK = 1000  # models a replay builds at once, with the collector paused
 YIELD_AT = 256  # a publisher lets subscribers run once one of them has this many queued
 
 
@@ -146,17 +148,23 @@ class RunLog:
         return Replay(seqs[0], seqs[-1], self._built(items, seqs), True)
 
     def _built(self, items: list[Any], seqs: array[int]) -> Iterator[StoredEvent]:
+        """Models of ``items`` as they are read, ``BUILD_CHUNK`` at a time with the collector
+        paused (never across a ``yield``: the reader's caller runs in between)."""
+        for start in range(0, len(items), BUILD_CHUNK):
+            stop = start + BUILD_CHUNK
+            yield from self._models(items[start:stop], seqs[start:stop])
+
+    def _models(self, items: list[Any], seqs: Sequence[int]) -> list[StoredEvent]:
         run_id, layouts = self.run_id, LAYOUTS
-        for item, seq in zip(items, seqs, strict=True):
-            yield layouts[item[-1]].model(item, run_id, seq) if type(item) is tuple else item
+        with gc_paused():
+            return [
+                layouts[item[-1]].model(item, run_id, seq) if type(item) is tuple else item
+                for item, seq in zip(items, seqs, strict=True)
+            ]
 
     def _events(self, start: int, stop: int | None = None) -> list[StoredEvent]:
         """Stored events ``start:stop`` (indexes into the log), records built into models."""
-        run_id, layouts = self.run_id, LAYOUTS
-        return [
-            layouts[item[-1]].model(item, run_id, seq) if type(item) is tuple else item
-            for item, seq in zip(self._items[start:stop], self._seqs[start:stop], strict=True)
-        ]
+        return self._models(self._items[start:stop], self._seqs[start:stop])
 
     def live(self) -> list[StoredEvent]:
         return self._events(self._head)

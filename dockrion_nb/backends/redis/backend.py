@@ -34,6 +34,7 @@ from ..base import (
     StoredEvent,
     run_id_of,
 )
+from ..collector import gc_paused
 from ..gapless import Joiner, sequence_of
 from .appender import Appender
 from .decode import (
@@ -44,7 +45,6 @@ from .decode import (
     entry_sequence,
     fast_model,
     field_int,
-    gc_paused,
     log_skip,
     type_hint,
     type_of,

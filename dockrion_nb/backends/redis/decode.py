@@ -3,11 +3,8 @@ and the fast path (a model validated straight from the JSON bytes), which accept
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,21 +25,6 @@ log = masked_logger("dockrion_nb.redis")
 
 # An event as read from Redis, carrying its parsed model so the bus parses it once.
 StreamRecord = EventRecord
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Reading and decoding a long stream allocates a list per entry and then a model, which
-    sets off full collector passes (about a third of a 100,000-event replay); they wait until
-    the replay is done. Other tasks that run meanwhile (the read awaits the server) only find
-    the collector paused for that long, and it is switched back on only if it was on."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def decode_record(run_id: str, data: Any, field_sequence: int) -> StreamRecord:
