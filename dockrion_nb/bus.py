@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -41,7 +42,32 @@ from .events import (
 )
 
 EventLike = BaseEvent | Mapping[str, Any]
-StoreOne = Callable[[str, BaseEvent, dict[str, Any], dict[str, Any] | None], tuple[BaseEvent, bool]]
+StoreOne = Callable[
+    [str, BaseEvent, dict[str, Any], dict[str, Any] | None, bool], tuple[BaseEvent, bool]
+]
+
+
+def _unshared_count() -> int:
+    """What ``sys.getrefcount(event)`` says, as the first statement of a coroutine method, for
+    an event no caller holds (``await bus.publish(run, TokenEvent(...))``): measured once on
+    this interpreter, with a coroutine of the same shape. 0 (never unshared) where reference
+    counts do not tell (not CPython, or free-threaded)."""
+    gil = getattr(sys, "_is_gil_enabled", None)  # 3.13+: False on a free-threaded build
+    if sys.implementation.name != "cpython" or (gil is not None and not gil()):
+        return 0
+
+    async def probe(event: object) -> int:
+        return sys.getrefcount(event)
+
+    coro = probe(object())
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return int(done.value)
+    return 0
+
+
+UNSHARED = _unshared_count()
 
 
 class EventBus:
@@ -84,6 +110,9 @@ class EventBus:
 
         Returns the event as stored (with its sequence).
         """
+        # Measured before anything here refers to it: an event only this call holds may be
+        # numbered in place (the memory backend's publish), as nobody else can see it change.
+        unshared = sys.getrefcount(event) <= UNSHARED
         store_one = self._store_one
         if store_one is not None:  # the hot path of a notebook: no list, no copies, no awaits
             if run_id not in known_run_ids:
@@ -101,7 +130,8 @@ class EventBus:
             if model is None:
                 model = self._model(run_id, event)
                 fields, extra = model.__dict__, model.__pydantic_extra__
-            stored, crowded = store_one(run_id, model, fields, extra)
+                unshared = unshared or model is not event  # one we made here
+            stored, crowded = store_one(run_id, model, fields, extra, unshared)
             if crowded:  # same-loop subscribers run now instead of after the whole burst
                 await asyncio.sleep(0)
             return stored

@@ -301,6 +301,30 @@ async def test_the_store_keeps_a_record_not_the_published_model() -> None:
     assert read.content == "hi" and read.sequence == 1
 
 
+async def test_an_event_no_caller_holds_is_numbered_in_place_a_held_one_never() -> None:
+    """Publishing numbers an event: in a copy when the caller keeps the event (it must not see
+    it change), in place when nothing else refers to it (a temporary), which saves the copy."""
+    bus = EventBus(InMemoryBackend())
+    made: list[int] = []
+
+    def temporary(content: str) -> TokenEvent:
+        event = TokenEvent(run_id="r", content=content)
+        made.append(id(event))
+        return event
+
+    kept = TokenEvent(run_id="r", content="kept")
+    stored = await bus.publish("r", kept)
+    assert stored is not kept and not kept.sequence and stored.sequence == 1
+    assert kept.model_dump()["sequence"] == 0 and stored.content == "kept"
+
+    in_place = await bus.publish("r", temporary("tmp"))
+    assert id(in_place) == made[-1] and in_place.sequence == 2  # no copy was made
+    held_in_a_list = [TokenEvent(run_id="r", content="listed")]
+    stored = await bus.publish("r", held_in_a_list[0])
+    assert held_in_a_list[0].sequence == 0 and stored.sequence == 3
+    assert [e.sequence for e in await bus.get_events("r")] == [1, 2, 3]
+
+
 async def test_every_kind_of_event_reads_back_as_it_was_published() -> None:
     from dockrion_nb.events import (
         CheckpointEvent,

@@ -35,19 +35,24 @@ class Feed(Generic[T]):
             items.append(item)
             queued += 1
         waiter = self.waiter  # ``wake``, inline: this runs once per event and subscriber
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self.waiter = None  # woken once: later offers before the reader runs skip this
+            if not waiter.done():
+                waiter.set_result(None)
         return queued
 
     def wake(self) -> None:
         waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def wait(self) -> None:
         """Until the next ``offer`` or ``wake``."""
-        self.waiter = asyncio.get_running_loop().create_future()
+        waiter = self.waiter = asyncio.get_running_loop().create_future()
         try:
-            await self.waiter
+            await waiter
         finally:
-            self.waiter = None
+            if self.waiter is waiter:
+                self.waiter = None

@@ -262,14 +262,25 @@ class _Subscription(Feed[StoredEvent]):
                 self.replay = None
                 continue
             if self.models and not self.pending and items and not self.closed:
-                item = items[0]  # the live path of a follower that keeps up: a model in order
-                if not isinstance(item, dict):
-                    seq = item.sequence
-                    if seq > self.last_sequence:
-                        items.popleft()
-                        self.last_sequence = seq
-                        yield item
-                        continue
+                # the live path of a follower that keeps up: models in order, taken while
+                # nothing else needs a look (one generator resume per event, no other calls)
+                last = self.last_sequence
+                while items:
+                    item = items[0]
+                    if type(item) is dict:
+                        break
+                    seq = item.__dict__["sequence"]
+                    if seq <= last:
+                        break
+                    items.popleft()
+                    self.last_sequence = last = seq
+                    yield item
+                    if self.closed or self.pending:
+                        break
+                else:
+                    continue  # all taken: the next pass waits for more
+                if self.closed or self.pending:
+                    continue
             try:
                 item = await self.__anext__()
             except StopAsyncIteration:
@@ -465,11 +476,13 @@ class InMemoryBackend:
         event: BaseEvent,
         fields: dict[str, Any],
         extra: dict[str, Any] | None,
+        unshared: bool = False,
     ) -> tuple[BaseEvent, bool]:
         """``append`` of one model of run ``run_id`` checked by the bus (its ``publish``,
         which passes the model's ``__dict__`` and extras it has read), with none of the
         batch's bookkeeping and no coroutine: the cost of this call is most of a notebook's
-        publish. Returns the stored model and whether a subscriber has ``YIELD_AT`` events
+        publish. An ``unshared`` model (no caller holds it) is numbered in place, others in a
+        copy. Returns the stored model and whether a subscriber has ``YIELD_AT`` events
         queued (the caller then lets it run)."""
         if self._closed:
             self._check_open()
@@ -485,7 +498,10 @@ class InMemoryBackend:
                     f"run {run_id!r} has reached the last sequence (2**53-1): clear it "
                     "(clear_run) or publish to a new run id"
                 )
-            event = numbered(event, fields, extra, private, seq)
+            if unshared:
+                fields["sequence"] = seq  # nobody else can see it change
+            else:
+                event = numbered(event, fields, extra, private, seq)
         # compact.record_of, inline for the usual case: a model of a known class, no extras
         # (and of this run: the bus checked its run id)
         layout = None if extra else PLAIN.get(type(event))
