@@ -73,9 +73,10 @@ def explain(row: Row, costs: dict[str, float]) -> str:
             f"ours {c['ours_build']:.2f} µs (filled in directly: an id from a block, a UTC "
             f"timestamp, the model's four slots) and Dockrion {c['dockrion_build']:.2f} µs "
             "(pydantic validation, uuid4). What ours adds: the run-id and content checks, "
-            f"a numbered copy of the event ({c['ours_copy']:.2f} µs: the caller keeps its "
-            "unnumbered one), the compact record the store keeps, and handing the event to "
-            "each subscriber, whose task runs in the same loop and takes every event."
+            "the sequence (set in place: the loop's event is held by no one else; a copy, "
+            f"{c['ours_copy']:.2f} µs, when the caller keeps it), the compact record the "
+            "store keeps, and handing the event to each subscriber, whose task runs in the "
+            "same loop and takes every event."
         )
         if key == "1f":
             text += (
