@@ -702,7 +702,8 @@ class RunViewUI {
     this.scanned = 0;
     /** @type {Rec | null} */
     this.selected = null;
-    this.programmaticScroll = false;
+    /** @type {number | null} where the view last scrolled the log itself (following) */
+    this.programmaticTop = null;
     /** @type {number | "all" | null} the attempt shown (1-based); null: the latest */
     this.attempt = null;
     /** @type {number | null} time travel: how many events of the range are shown; null: all */
@@ -1693,8 +1694,8 @@ class RunViewUI {
     if (this.follow) {
       const top = Math.max(0, n * ROW_H - this.viewport.clientHeight);
       if (Math.abs(this.viewport.scrollTop - top) > 1) {
-        this.programmaticScroll = true;
         this.viewport.scrollTop = top;
+        this.programmaticTop = this.viewport.scrollTop;
       }
     }
     this.drawRows();
@@ -1772,9 +1773,11 @@ class RunViewUI {
   }
 
   onScroll() {
-    if (this.programmaticScroll) {
-      this.programmaticScroll = false;
-    } else {
+    // scroll events come one per frame: the one after the view's own scroll is the view's only
+    // if the log is still where the view put it (a user's scroll in the same frame is kept)
+    const own = this.programmaticTop !== null && Math.abs(this.viewport.scrollTop - this.programmaticTop) <= 1;
+    this.programmaticTop = null;
+    if (!own) {
       const atBottom = this.viewport.scrollTop + this.viewport.clientHeight >= this.viewport.scrollHeight - ROW_H;
       if (!atBottom && this.follow) this.setFollow(false);
       if (!this.follow) this.remember({ logTop: this.viewport.scrollTop });

@@ -773,6 +773,34 @@ def test_a_step_left_open_by_a_completed_run_ends_with_the_run(page: Any) -> Non
 # -- following the newest tokens ---------------------------------------------------------------
 
 
+def test_a_scroll_up_in_the_frame_the_log_follows_new_events_is_kept(page: Any) -> None:
+    """Scroll events come one per frame: the one after the view's own scroll to the newest row
+    may carry the user's scroll too, and must not be taken for the view's."""
+    mid = create_view(page, default_state())
+    events = [ev(1, "started", 0)]
+    events += [ev(2 + i, "custom:note", 10 * (i + 1), text=f"note {i}") for i in range(60)]
+    push(page, mid, batch(events))
+    wait_for_records(page, mid, 61)
+    root = root_selector(mid)
+    assert text(page, mid, ".drnb-follow") == "pause"  # following
+    push(page, mid, batch([ev(62 + i, "custom:note", 900, text="more") for i in range(20)], prev=61))
+    # the view draws the new rows (following: it scrolls to the end), then the user scrolls up,
+    # all before the next frame's scroll event
+    page.evaluate(
+        """([id, sel]) => {
+          const view = H.view(id);
+          view.draw();
+          document.querySelector(sel).querySelector('.drnb-viewport').scrollTop = 40;
+        }""",
+        [mid, root],
+    )
+    page.wait_for_function(
+        "sel => document.querySelector(sel).dataset.follow === '0'", arg=root, timeout=5000
+    )
+    assert page.eval_on_selector(f"{root} .drnb-viewport", "el => el.scrollTop") == 40
+    assert text(page, mid, ".drnb-follow") == "resume"
+
+
 def test_output_follows_the_newest_tokens_until_the_user_scrolls_up(page: Any) -> None:
     n = 5000
     events = [ev(1, "started", 0)]

@@ -293,6 +293,8 @@ def test_a_view_drawn_again_by_its_host_comes_back_as_the_user_left_it(page: Any
     page.click(f"{root} .drnb-travel-mode")
     page.click(f'{root} .drnb-chip[data-type="token"]')
     page.fill(f"{root} .drnb-search", "score")
+    # the filtered log is drawn (following, at its end) before the user scrolls it up
+    expect(page.locator(f"{root} .drnb-log-info")).to_have_text("30 of 400")
     page.eval_on_selector(f"{root} .drnb-viewport", "el => { el.scrollTop = 110; }")
     page.wait_for_function("sel => document.querySelector(sel).dataset.follow === '0'", arg=root)
     page.click(f'{root} .drnb-row[data-index="7"]')  # in view: no scrolling to it
@@ -300,6 +302,8 @@ def test_a_view_drawn_again_by_its_host_comes_back_as_the_user_left_it(page: Any
     page.eval_on_selector(f"{root} .drnb-token-text", "el => { el.scrollTop = 50; }")
     expect(page.locator(f"{root} .drnb-token-follow")).to_be_visible()
     page.click(f'{root} details.drnb-object[data-seq="2"] summary')
+    # the details element's toggle event (which keeps the opened entry) is queued, not immediate
+    page.wait_for_function("id => (H.view(id).store.ui?.open ?? []).length === 1", arg=mid)
     before = page.evaluate(UI_STATE_JS, root)
     assert before["attempt"] == ["1"] and before["travel"] == "400" and before["mode"] == "by time"
     assert before["off"] == ["token"] and before["logInfo"] == "30 of 400"
