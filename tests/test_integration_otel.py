@@ -48,6 +48,7 @@ from dockrion_nb.integrations.otel import SpanEventProcessor, run_id_for_trace
 from dockrion_nb.integrations.otel_export import (
     RunNotFinishedError,
     export_run,
+    failure_reason,
     time_ns,
 )
 from dockrion_nb.integrations.steps import LLM_USAGE_TYPE, STEP_START_TYPE, StepTracker
@@ -1090,3 +1091,24 @@ def test_neither_the_package_nor_the_cli_imports_opentelemetry() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_exporter_that_ran_out_of_time_is_not_an_http_answer() -> None:
+    """The exporter logs "code: None" when its retries leave a connect timeout of 0; that is
+    no answer from the receiver (CI once printed "the receiver answered HTTP None")."""
+    refused = (
+        "Transient error HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded "
+        "(Caused by NewConnectionError('...: Failed to establish a new connection: [Errno 111] "
+        "Connection refused')) encountered while exporting span batch, retrying in 0.97s."
+    )
+    out_of_time = (
+        "Failed to export span batch code: None, reason: Attempted to set connect timeout to "
+        "0.0, but the timeout cannot be set to a value less than or equal to 0."
+    )
+    reason = failure_reason([refused, out_of_time], 1.0)
+    assert reason == "Connection refused (gave up after 1 s of retries)"
+    assert "answered" not in failure_reason([out_of_time], 1.0)
+    answered = "Failed to export span batch code: 503, reason: Service Unavailable"
+    assert failure_reason([refused, answered], 1.0) == (
+        "the receiver answered HTTP 503 (Service Unavailable)"
+    )

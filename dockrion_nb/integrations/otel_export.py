@@ -162,7 +162,9 @@ def _exporter_logs() -> Iterator[_Collected]:
         logger.propagate = old_propagate
 
 
-_REFUSED = re.compile(r"code: (?P<code>\S+), reason: (?P<reason>.*)")
+# an HTTP status only: when the exporter's retries run out of time, requests refuses a
+# connect timeout of 0 and the exporter logs that as "code: None" (no answer at all)
+_REFUSED = re.compile(r"code: (?P<code>\d+), reason: (?P<reason>.*)")
 _ERRNO = re.compile(r"\[Errno -?\d+\] (?P<text>[^\"')]+)")
 
 
