@@ -783,7 +783,9 @@ def test_a_scroll_up_in_the_frame_the_log_follows_new_events_is_kept(page: Any) 
     wait_for_records(page, mid, 61)
     root = root_selector(mid)
     assert text(page, mid, ".drnb-follow") == "pause"  # following
-    push(page, mid, batch([ev(62 + i, "custom:note", 900, text="more") for i in range(20)], prev=61))
+    push(
+        page, mid, batch([ev(62 + i, "custom:note", 900, text="more") for i in range(20)], prev=61)
+    )
     # the view draws the new rows (following: it scrolls to the end), then the user scrolls up,
     # all before the next frame's scroll event
     page.evaluate(
