@@ -21,6 +21,7 @@ from typing import Any
 import anywidget
 import traitlets as t
 
+from .displays import Displays, latest_parent
 from .engine import Engine, get_engine
 from .events import BaseEvent, validate_run_id
 from .static_view import RunMetrics, compare_html, compare_rows, run_metrics
@@ -111,8 +112,7 @@ class CompareView(anywidget.AnyWidget):
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
         # each display and what its static HTML showed (see _static_key)
-        self._displays: list[tuple[Any, tuple[Any, ...]]] = []
-        self._display_lock = threading.Lock()
+        self._displays = Displays()
         self._ended: set[int] = set()
         self._final = threading.Event()
         self.messages_sent = 0
@@ -187,14 +187,7 @@ class CompareView(anywidget.AnyWidget):
     def _ipython_display_(self) -> None:
         """Display with a display id, so the static view can be replaced by the final one
         once every run has ended."""
-        from IPython.display import display
-
-        with self._display_lock:
-            key = self._static_key()
-            data, metadata = self._repr_mimebundle_()
-            handle = display(data, metadata=metadata, raw=True, display_id=True)  # type: ignore[no-untyped-call,unused-ignore]
-            if handle is not None:
-                self._displays.append((handle, key))
+        self._displays.show(self._static_key, self._repr_mimebundle_)
 
     def _member_ended(self, index: int) -> None:
         """Engine thread: a run stopped following; once all have, the static view is final."""
@@ -212,13 +205,11 @@ class CompareView(anywidget.AnyWidget):
         if len(self.members) < len(self.run_ids):
             return
         if self._can_send():
-            from .widget import _latest_parent
-
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             self._dirty = True
-            with _latest_parent():
+            with latest_parent():
                 self._flush()
                 self._refresh_static()
         self._final.set()
@@ -237,20 +228,7 @@ class CompareView(anywidget.AnyWidget):
         ``force``); a front end draws the widget again, which keeps nothing of value here."""
         if self.comm is None or self._closing:
             return
-        from .widget import _latest_parent
-
-        with self._display_lock:
-            key = self._static_key()
-            stale = [i for i, (_, shown) in enumerate(self._displays) if force or shown != key]
-            if not stale:
-                return
-            data, metadata = self._repr_mimebundle_()
-            with _latest_parent():
-                for i in stale:
-                    handle = self._displays[i][0]
-                    with contextlib.suppress(Exception):
-                        handle.update(data, metadata=metadata, raw=True)
-                    self._displays[i] = (handle, key)
+        self._displays.refresh(self._static_key, self._repr_mimebundle_, force)
 
     # -- engine thread: carrying the members' messages -------------------------------------------
 

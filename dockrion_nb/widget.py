@@ -30,6 +30,7 @@ import anywidget
 import traitlets as t
 from pydantic_core import PydanticSerializationError
 
+from .displays import Displays, latest_parent
 from .engine import Engine, Settling, get_engine
 from .events import (
     GAP_TYPE,
@@ -379,8 +380,7 @@ class RunView(anywidget.AnyWidget):
         self._problem_note = ""
         self._end_note = ""
         # each display of this view and what its static HTML showed (see _static_key)
-        self._displays: list[tuple[Any, tuple[Any, ...]]] = []
-        self._display_lock = threading.Lock()
+        self._displays = Displays()
         self.messages_sent = 0
         self.on_msg(self._on_front_end_msg)
         ref = weakref.ref(self)
@@ -489,14 +489,7 @@ class RunView(anywidget.AnyWidget):
     def _ipython_display_(self) -> None:
         """Display with a display id, so the static text/HTML (what nbconvert, nbviewer and
         GitHub show) can be replaced by the final view when the view stops following."""
-        from IPython.display import display
-
-        with self._display_lock:
-            key = self._static_key()
-            data, metadata = self._repr_mimebundle_()
-            handle = display(data, metadata=metadata, raw=True, display_id=True)  # type: ignore[no-untyped-call,unused-ignore]
-            if handle is not None:
-                self._displays.append((handle, key))
+        self._displays.show(self._static_key, self._repr_mimebundle_)
 
     def refresh_static(self) -> None:
         """Replace the static text/HTML of every display of this view with the view as it is
@@ -519,18 +512,7 @@ class RunView(anywidget.AnyWidget):
         (filters, scroll, time travel) in its store in the page, so it comes back as it was."""
         if self.comm is None or self._closing:
             return  # a closed widget's output must not turn into static HTML
-        with self._display_lock:
-            key = self._static_key()
-            stale = [i for i, (_, shown) in enumerate(self._displays) if force or shown != key]
-            if not stale:
-                return
-            data, metadata = self._repr_mimebundle_()
-            with _latest_parent():
-                for i in stale:
-                    handle = self._displays[i][0]
-                    with contextlib.suppress(Exception):
-                        handle.update(data, metadata=metadata, raw=True)
-                    self._displays[i] = (handle, key)
+        self._displays.refresh(self._static_key, self._repr_mimebundle_, force)
 
     def _summary_counts(self) -> tuple[int, str]:
         with self._lock:
@@ -666,7 +648,7 @@ class RunView(anywidget.AnyWidget):
             # after the last events have gone: building it must not delay them
             with self._lock:
                 snapshot = build_snapshot(self._events)
-            with _latest_parent():
+            with latest_parent():
                 self._set_state(snapshot=snapshot)
                 self._send_final_state()
                 self._refresh_static()
@@ -959,37 +941,6 @@ class RunView(anywidget.AnyWidget):
             self._timer.cancel()
             self._timer = None
         self._replay_requests.clear()
-
-
-@contextlib.contextmanager
-def _latest_parent() -> Any:
-    """Send display updates and comm messages from this thread under the kernel's latest
-    request. ipykernel takes their parent from context variables, and the engine's task copied
-    the context of the cell that created the view, long done; a front end that records
-    messages per running cell (nbclient, so nbconvert and papermill) drops those."""
-    undo: list[Callable[[], None]] = []
-    with contextlib.suppress(Exception):
-        from IPython import get_ipython
-
-        shell = get_ipython()
-        pub: Any = getattr(shell, "display_pub", None)
-        latest = getattr(pub, "_parent_header_global", None)
-        if latest and hasattr(pub, "set_thread_parent"):
-            token = pub.set_thread_parent(latest)
-            undo.append(lambda: pub.reset_thread_parent(token))
-        # comm messages: the kernel's shell parent as of its last request (ipykernel >= 6.x)
-        kernel = getattr(shell, "kernel", None)
-        var = getattr(kernel, "_shell_parent", None)
-        saved = getattr(kernel, "_shell_context", None)
-        if var is not None and saved is not None and var in saved:
-            comm_token = var.set(saved[var])
-            undo.append(lambda: var.reset(comm_token))
-    try:
-        yield
-    finally:
-        for fn in reversed(undo):
-            with contextlib.suppress(Exception):
-                fn()
 
 
 __all__ = [
