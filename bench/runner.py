@@ -139,6 +139,16 @@ def order(r: int, impls: tuple[str, ...] = (OURS, DOCKRION)) -> tuple[str, ...]:
     return impls[k:] + impls[:k]
 
 
+def call_times(pooled: dict[str, Latency]) -> str:
+    """How long each side's publish or emit call kept its caller, p50 and p99, for a note."""
+    return "; ".join(
+        f"{impl}: p50 {percentile(lat.calls_ms, 50):.3f} ms, "
+        f"p99 {percentile(lat.calls_ms, 99):.3f} ms"
+        for impl, lat in pooled.items()
+        if lat.calls_ms
+    )
+
+
 @dataclass
 class Bench:
     sizes: Sizes
@@ -499,12 +509,7 @@ class Bench:
             for impl, ls in res.items()
             if ls
         }
-        calls = "; ".join(
-            f"{impl}: p50 {percentile(lat.calls_ms, 50):.3f} ms, "
-            f"p99 {percentile(lat.calls_ms, 99):.3f} ms"
-            for impl, lat in pooled.items()
-            if lat.calls_ms
-        )
+        calls = call_times(pooled)
         n_scaled = max(50, int(s.lat_n * s.profile_scale))
 
         async def once(prof: cProfile.Profile) -> Any:
@@ -827,12 +832,7 @@ class Bench:
             )
             for impl, ls in lats.items()
         }
-        calls = "; ".join(
-            f"{impl}: p50 {percentile(lat.calls_ms, 50):.3f} ms, "
-            f"p99 {percentile(lat.calls_ms, 99):.3f} ms"
-            for impl, lat in pooled.items()
-            if lat.calls_ms
-        )
+        calls = call_times(pooled)
         n_scaled = max(50, int(s.lat_n * s.profile_scale))
 
         async def lat_profile(prof: cProfile.Profile) -> Any:
