@@ -620,6 +620,8 @@ def as_wire(event: BaseEvent | Mapping[str, Any]) -> dict[str, Any]:
 
 def as_model(event: BaseEvent | Mapping[str, Any]) -> BaseEvent:
     """The model of a stored event, parsing a dict only when it carries none."""
+    if type(event) in _event_types:  # a model: spares whole-run reads an ABC lookup each
+        return event  # type: ignore[return-value]
     if not isinstance(event, Mapping):
         return event
     model: BaseEvent | None = getattr(event, "model", None)

@@ -55,6 +55,7 @@ class Layout:
         names = ("id", "timestamp", *rest) + (("type",) if type_ is None else ())
         self.pick: Callable[[dict[str, Any]], tuple[Any, ...]] = operator.itemgetter(*names)
         self.model: Callable[[tuple[Any, ...], str, int], BaseEvent] = self._builder(len(names))
+        BUILDERS.append(self.model)
 
     def _builder(self, type_at: int) -> Callable[[tuple[Any, ...], str, int], BaseEvent]:
         """``model(record, run_id, sequence)``: the stored model, built again. Generated for
@@ -101,6 +102,8 @@ class Layout:
 
 
 LAYOUTS: list[Layout] = []  # every layout made, by index (records name theirs by index)
+# each layout's ``model``, by the same index: a whole-run read looks one up per record
+BUILDERS: list[Callable[[tuple[Any, ...], str, int], BaseEvent]] = []
 PLAIN: dict[type, Layout | None] = {}  # each class's layout without extras (None: keep models)
 _WITH_EXTRA: dict[type, Layout | None] = {}
 
@@ -155,4 +158,4 @@ def record_of(
     return values + ((extra, layout.index) if extra else layout.tail)
 
 
-__all__ = ["BASE_FIELDS", "LAYOUTS", "PLAIN", "Layout", "compact", "record_of"]
+__all__ = ["BASE_FIELDS", "BUILDERS", "LAYOUTS", "PLAIN", "Layout", "compact", "record_of"]

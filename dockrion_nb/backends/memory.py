@@ -48,7 +48,7 @@ from .base import (
     run_id_of,
 )
 from .collector import gc_paused
-from .compact import LAYOUTS, PLAIN, compact, record_of
+from .compact import BUILDERS, PLAIN, compact, record_of
 from .feed import Feed
 from .gapless import sequence_of
 
@@ -155,10 +155,10 @@ class RunLog:
             yield from self._models(items[start:stop], seqs[start:stop])
 
     def _models(self, items: list[Any], seqs: Sequence[int]) -> list[StoredEvent]:
-        run_id, layouts = self.run_id, LAYOUTS
+        run_id, builders = self.run_id, BUILDERS
         with gc_paused():
             return [
-                layouts[item[-1]].model(item, run_id, seq) if type(item) is tuple else item
+                builders[item[-1]](item, run_id, seq) if type(item) is tuple else item
                 for item, seq in zip(items, seqs, strict=True)
             ]
 
