@@ -48,7 +48,7 @@ from .base import (
     run_id_of,
 )
 from .collector import gc_paused
-from .compact import BUILDERS, PLAIN, compact, record_of
+from .compact import BUILDERS, compact, record_of
 from .feed import Feed
 from .gapless import sequence_of
 
@@ -91,11 +91,18 @@ class Replay:
     ordered: bool
 
 
+def _sequences_used_up(run_id: str) -> EventValidationError:
+    return EventValidationError(
+        f"run {run_id!r} has reached the last sequence (2**53-1): clear it (clear_run) or "
+        "publish to a new run id"
+    )
+
+
 class RunLog:
     """One run's events in arrival order, trimmed from the front in amortised O(1).
 
     Models are kept as compact records (``compact.py``: a tuple of what differs per event,
-    a third of a model's memory) and built again when read; wire dicts are kept as they are.
+    about a quarter of a model's memory) and built again when read; wire dicts are kept as they are.
     Sequences sit in an array beside them (8 bytes each), for bisecting and for the records.
     """
 
@@ -445,10 +452,7 @@ class InMemoryBackend:
                 unnumbered += not event.sequence
         log_ = self._log(run_id)
         if unnumbered and log_.last_sequence + unnumbered > MAX_SEQUENCE:
-            raise EventValidationError(
-                f"run {run_id!r} has reached the last sequence (2**53-1): clear it "
-                "(clear_run) or publish to a new run id"
-            )
+            raise _sequences_used_up(run_id)
         refs = self._subscribers.get(run_id, ())
         subs = [sub for ref in refs if (sub := ref()) is not None]
         limit = self._max_events_per_run
@@ -486,6 +490,7 @@ class InMemoryBackend:
         queued (the caller then lets it run)."""
         if self._closed:
             self._check_open()
+        # ``_log``'s first look, inline (a run written to again): saves a call per publish
         log_ = self._events.get(run_id) if run_id == self._recent else None
         if log_ is None:
             log_ = self._log(run_id)
@@ -494,26 +499,12 @@ class InMemoryBackend:
         if not seq:
             seq = log_.last_sequence + 1
             if seq > MAX_SEQUENCE:
-                raise EventValidationError(
-                    f"run {run_id!r} has reached the last sequence (2**53-1): clear it "
-                    "(clear_run) or publish to a new run id"
-                )
+                raise _sequences_used_up(run_id)
             if unshared:
                 fields["sequence"] = seq  # nobody else can see it change
             else:
                 event = numbered(event, fields, extra, private, seq)
-        # compact.record_of, inline for the usual case: a model of a known class, no extras
-        # (and of this run: the bus checked its run id)
-        layout = None if extra else PLAIN.get(type(event))
-        if (
-            layout is not None
-            and private is None
-            and len(fields) == layout.size
-            and (layout.type is None or fields["type"] == layout.type)
-        ):
-            item: Any = layout.pick(fields) + layout.tail
-        else:
-            item = record_of(type(event), fields, extra, private, run_id) or event
+        item = record_of(type(event), fields, extra, private, run_id) or event
         log_.add(item, seq, self._max_events_per_run)
         crowded = False
         refs = self._subscribers.get(run_id)
