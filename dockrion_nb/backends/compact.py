@@ -7,8 +7,9 @@ a tuple of the event's own values (``id``, ``timestamp``, the fields of its type
 with the class and a constant ``type`` kept once per layout and the run id and sequence kept
 by the run's log: about 210 bytes a token event (Dockrion's wire dict: about 460). A read
 builds the model again, directly (no validation: the values were validated when the event
-was made), in about a microsecond: the price of the memory is paid by whole-run reads (bench
-row 4b: 100,000 events in about 0.2 s, where handing out kept models took 0.02 s).
+was made), in about half a microsecond: the price of the memory is paid by whole-run reads
+(bench row 4b: 100,000 events in about 0.09 s, where handing out kept models took about
+0.02 s).
 
 What a reader can tell: nothing but the fields set. A model read back has every field in
 ``model_fields_set``, like one parsed from the wire (which is what the Redis backend returns);
