@@ -95,9 +95,7 @@ async def emit_from_thread(
             await counter.settle(settle, 120.0)
     finally:
         await counter.stop()
-        close = getattr(ctx, "close", None)
-        if close is not None:
-            await asyncio.to_thread(close)
+        await _close(ctx)
     end = max([t_end, *counter.last_at])
     return Delivery(n, t_end - t0, end - t0, [c / n for c in counter.counts])
 
@@ -147,11 +145,16 @@ async def thread_latency(
             await counter.settle(settle, 30.0)
     finally:
         await counter.stop()
-        close = getattr(ctx, "close", None)
-        if close is not None:
-            await asyncio.to_thread(close)
+        await _close(ctx)
     samples = [(arrived[i + 1] - sent[i]) * 1000 for i in range(n) if i + 1 in arrived]
     return Latency(n, samples, calls)
+
+
+async def _close(ctx: Any) -> None:
+    """Close a context that has an outbox of its own (ours; Dockrion's has none)."""
+    close = getattr(ctx, "close", None)
+    if close is not None:
+        await asyncio.to_thread(close)
 
 
 async def _in_thread(fn: Any) -> None:

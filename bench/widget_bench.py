@@ -169,18 +169,21 @@ def lab_publish_to_render(n: int) -> float:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _store_run(engine: Engine, run_id: str, n: int) -> None:
+    """A finished run of ``n - 1`` tokens and ``complete``, stored before any view exists."""
+    events: list[BaseEvent] = [TokenEvent(run_id=run_id, content=f"w{i} ") for i in range(n - 1)]
+    events.append(CompleteEvent(run_id=run_id))
+    for k in range(0, n, 5000):
+        engine.run(engine.bus.publish_many(run_id, events[k : k + 5000]), timeout=120)
+
+
 def replay_render(page: Any, n: int) -> float:
     """Seconds from creating a view of a stored ``n``-event run to its last event drawn."""
     engine = Engine(name="bench-widget-replay")
     try:
         engine.use({"backend": "memory", "max_events_per_run": max(n, 10)})
         run_id = f"bench-replay-{n}"
-        events: list[BaseEvent] = [
-            TokenEvent(run_id=run_id, content=f"w{i} ") for i in range(n - 1)
-        ]
-        events.append(CompleteEvent(run_id=run_id))
-        for k in range(0, n, 5000):
-            engine.run(engine.bus.publish_many(run_id, events[k : k + 5000]), timeout=120)
+        _store_run(engine, run_id, n)
         t0 = time.perf_counter()
         view = ForwardingRunView(run_id, engine=engine)
         model_id = create_view(page, view.initial)
@@ -200,13 +203,7 @@ def replay_kernel_only(n: int) -> float:
     try:
         engine.use({"backend": "memory", "max_events_per_run": max(n, 10)})
         run_id = f"bench-kernel-{n}"
-        events: list[BaseEvent] = [
-            TokenEvent(run_id=run_id, content=f"w{i} ") for i in range(n - 1)
-        ]
-        events.append(CompleteEvent(run_id=run_id))
-        for k in range(0, n, 5000):
-            engine.run(engine.bus.publish_many(run_id, events[k : k + 5000]), timeout=120)
-        del events
+        _store_run(engine, run_id, n)
         t0 = time.perf_counter()
         view = ForwardingRunView(run_id, engine=engine)
         deadline = t0 + 300
