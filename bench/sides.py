@@ -4,7 +4,7 @@
 that every scenario runs the identical code path against both. Events are built before the
 clock starts (ours without a sequence, which the bus assigns; Dockrion's numbered 1..n as its
 ``StreamContext`` would), so the kind rows time the bus, not model construction; the strict
-rows build each event inside the timed loop with ``Side.event``.
+rows build each event inside the timed loop with ``Side.builder``.
 """
 
 from __future__ import annotations
@@ -147,13 +147,10 @@ class Side:
         make = self.builder()
         return [make(run_id, i) for i in range(start, start + n)]
 
-    def event(self, run_id: str, i: int) -> Any:
-        """Token event ``i`` as agent code builds it: ours without a sequence (the bus assigns
-        it), Dockrion's numbered as its ``StreamContext`` numbers them."""
-        return self.builder()(run_id, i)
-
     def builder(self) -> Callable[[str, int], Any]:
-        """``event`` with the model class looked up once, for timed loops (agent code does not
+        """``make(run_id, i)``: token event ``i`` as agent code builds it (ours without a
+        sequence, which the bus assigns; Dockrion's numbered as its ``StreamContext`` numbers
+        them), with the model class looked up once, for timed loops (agent code does not
         import per token either)."""
         if self.impl == OURS:
             from dockrion_nb.events import TokenEvent
