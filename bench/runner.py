@@ -500,15 +500,7 @@ class Bench:
         self, kind: str, keys: tuple[str, str], res: dict[str, list[Latency]]
     ) -> None:
         s = self.sizes
-        pooled = {
-            impl: Latency(
-                sum(x.sent for x in ls),
-                [v for x in ls for v in x.samples_ms],
-                [v for x in ls for v in x.calls_ms],
-            )
-            for impl, ls in res.items()
-            if ls
-        }
+        pooled = {impl: Latency.pooled(ls) for impl, ls in res.items() if ls}
         calls = call_times(pooled)
         n_scaled = max(50, int(s.lat_n * s.profile_scale))
 
@@ -824,14 +816,7 @@ class Bench:
                             side, self.rid("e2e-lat"), s.lat_n, s.lat_rate, settle=s.settle
                         )
                     )
-        pooled = {
-            impl: Latency(
-                sum(x.sent for x in ls),
-                [v for x in ls for v in x.samples_ms],
-                [v for x in ls for v in x.calls_ms],
-            )
-            for impl, ls in lats.items()
-        }
+        pooled = {impl: Latency.pooled(ls) for impl, ls in lats.items() if ls}
         calls = call_times(pooled)
         n_scaled = max(50, int(s.lat_n * s.profile_scale))
 

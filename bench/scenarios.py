@@ -93,6 +93,15 @@ class Latency:
     def received(self) -> float:
         return len(self.samples_ms) / self.sent if self.sent else 0.0
 
+    @classmethod
+    def pooled(cls, runs: list[Latency]) -> Latency:
+        """Several repeats as one (percentiles pool every sample)."""
+        return cls(
+            sum(x.sent for x in runs),
+            [v for x in runs for v in x.samples_ms],
+            [v for x in runs for v in x.calls_ms],
+        )
+
 
 def percentile(values: list[float], p: float) -> float:
     data = sorted(values)
