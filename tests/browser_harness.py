@@ -272,7 +272,9 @@ def pump_outbox(
         delivered += len(ops)
         for content in requests:
             view._on_front_end_msg(view, content, [])
-        if not ops and not requests and until():
+        # ``until()`` first, then the outbox once more: the view may have queued its last
+        # messages (and then ended) between the empty look above and ``until()``
+        if not ops and not requests and until() and view.outbox.empty():
             return delivered
     raise TimeoutError("the page did not reach the expected state in time")
 
